@@ -1,0 +1,35 @@
+"""Chat logs and knowledge bases: the canonical schema, loaders, the embedded STAR corpus, splits."""
+
+from data.corpus import Corpus, load_corpus
+from data.loaders import load_conversations, load_csv, load_jsonl, load_knowledge_base, write_jsonl
+from data.report import InvalidDataError, LoadReport, Problem
+from data.schema import ROLES, SPLITS, Conversation, KBDocument, Outcome, RecordError, Turn
+from data.splits import assign_splits, by_split, split_counts, split_of
+from data.star import load_star, star_knowledge_base, star_tasks
+
+__all__ = [
+    "ROLES",
+    "SPLITS",
+    "Conversation",
+    "Corpus",
+    "InvalidDataError",
+    "KBDocument",
+    "LoadReport",
+    "Outcome",
+    "Problem",
+    "RecordError",
+    "Turn",
+    "assign_splits",
+    "by_split",
+    "load_conversations",
+    "load_corpus",
+    "load_csv",
+    "load_jsonl",
+    "load_knowledge_base",
+    "load_star",
+    "split_counts",
+    "split_of",
+    "star_knowledge_base",
+    "star_tasks",
+    "write_jsonl",
+]
