@@ -1,0 +1,81 @@
+"""What every reward stage scores: one agent turn in its context.
+
+``TurnContext`` is built from a logged conversation (training, evaluation), from the environment
+(a policy's turn) or from a request (``csrl score`` / ``csrl serve``). The text views below are the
+only way stages read a context, so that the shared encoder sees the same strings from every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data.schema import Conversation, KBDocument, Turn
+
+ROUNDS_FOR_SATISFACTION = 3  # the design scores satisfaction from the last three rounds
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """One agent turn to score.
+
+    Attributes:
+        history: the dialogue before the turn (customer, agent and tool turns), oldest first.
+        reply: the text the agent sends.
+        declared_intent: the turn's ``intent:`` line; ``None`` for a bot that declares none.
+        knowledge: documents the turn used (its search results, or what a live bot sent);
+            ``None`` when the turn used none: the stage then finds the KB documents that best
+            support the reply.
+        gold_intent: the customer's intent where the logs label it.
+        search_query: the turn's ``search:`` line, if it searched.
+    """
+
+    history: tuple[Turn, ...]
+    reply: str
+    declared_intent: str | None = None
+    knowledge: tuple[KBDocument, ...] | None = None
+    gold_intent: str | None = None
+    search_query: str | None = None
+
+    def customer_messages(self) -> list[str]:
+        """The customer's messages so far, oldest first."""
+        return [t.text for t in self.history if t.role == "customer"]
+
+    def need_text(self) -> str:
+        """What the customer wants: all their messages so far, newest last (truncated by the encoder)."""
+        return " ".join(self.customer_messages()[::-1])  # newest first: truncation keeps the recent need
+
+    def recent_text(self, rounds: int = ROUNDS_FOR_SATISFACTION) -> str:
+        """The last ``rounds`` customer/agent rounds as ``role: text`` lines, oldest first."""
+        spoken = [t for t in self.history if t.role in ("customer", "agent")]
+        customers = [i for i, t in enumerate(spoken) if t.role == "customer"]
+        start = customers[-rounds] if len(customers) >= rounds else 0
+        return "\n".join(f"{t.role}: {t.text}" for t in spoken[start:])
+
+
+def contexts_from_conversation(conversation: Conversation) -> list[TurnContext]:
+    """One context per logged agent turn, with the knowledge of the tool turns since the last agent turn.
+
+    The customer's gold intent is the turn's label where the log has one (STAR labels each agent
+    turn with the task being served, which changes inside multi-task dialogues), else the
+    conversation's; the logged reply declares that same label.
+    """
+    contexts = []
+    found: list[KBDocument] = []
+    query = None
+    for i, turn in enumerate(conversation.turns):
+        if turn.role == "tool":
+            found.extend(turn.results)
+            query = turn.query
+        elif turn.role == "agent":
+            contexts.append(
+                TurnContext(
+                    history=conversation.turns[:i],
+                    reply=turn.text,
+                    declared_intent=turn.intent,
+                    knowledge=tuple(found) if query is not None else None,
+                    gold_intent=turn.intent or conversation.intent,
+                    search_query=query,
+                )
+            )
+            found, query = [], None
+    return contexts
