@@ -1,7 +1,7 @@
 """Chat logs and knowledge bases: the canonical schema, loaders, the embedded STAR corpus, splits."""
 
 from data.corpus import Corpus, load_corpus
-from data.loaders import load_conversations, load_csv, load_jsonl, load_knowledge_base, write_jsonl
+from data.loaders import load_conversations, load_csv, load_jsonl, load_knowledge_base, read_knowledge_base, write_jsonl
 from data.report import InvalidDataError, LoadReport, Problem
 from data.schema import ROLES, SPLITS, Conversation, KBDocument, Outcome, RecordError, Turn
 from data.splits import assign_splits, by_split, split_counts, split_of
@@ -27,6 +27,7 @@ __all__ = [
     "load_jsonl",
     "load_knowledge_base",
     "load_star",
+    "read_knowledge_base",
     "split_counts",
     "split_of",
     "star_knowledge_base",

@@ -74,6 +74,7 @@ def load_corpus(
             that the logs' tool turns returned (possibly none).
         seed: the split seed.
         skip_invalid: report and skip invalid records instead of raising.
+
     """
     report = load_conversations(source, skip_invalid=skip_invalid)
     conversations = assign_splits(report.conversations, seed=seed)

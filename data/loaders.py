@@ -33,7 +33,10 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as err:
                 bad = data[err.start]
-                yield number, Problem(str(path), number, None, f"not valid UTF-8: byte 0x{bad:02x} at position {err.start}")
+                yield (
+                    number,
+                    Problem(str(path), number, None, f"not valid UTF-8: byte 0x{bad:02x} at position {err.start}"),
+                )
                 continue
             if text.strip():
                 yield number, text
@@ -41,7 +44,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
 
 def _parse_json_line(path: Path, number: int, text: str) -> dict | Problem:
     try:
-        return json.loads(text)
+        return json.loads(text.rstrip("\r\n"))
     except json.JSONDecodeError as err:
         return Problem(str(path), number, None, f"not valid JSON: {err.msg} (column {err.colno})")
 
@@ -70,6 +73,7 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
 
     Raises:
         InvalidDataError: invalid records and ``skip_invalid`` is off.
+
     """
     path = _check_path(path)
     report = LoadReport(source=str(path))
@@ -116,6 +120,7 @@ def load_csv(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
     Raises:
         InvalidDataError: invalid rows and ``skip_invalid`` is off.
         ValueError: the header lacks a required column.
+
     """
     path = _check_path(path)
     report = LoadReport(source=str(path))
@@ -141,14 +146,16 @@ def load_csv(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
                 raise RecordError("conversation_id", "empty (expected non-empty text)")
             turn = _csv_turn({k: v or "" for k, v in row.items() if k is not None}, "")
         except RecordError as err:
-            report.problems.append(Problem(str(path), number, err.field, err.problem))
+            # half a conversation would teach the wrong thing: the whole conversation is skipped
+            skipped = f" (conversation {conv_id!r} skipped)" if conv_id else ""
+            report.problems.append(Problem(str(path), number, err.field, err.problem + skipped))
             bad_ids.add(conv_id)
             continue
         turns_of.setdefault(conv_id, []).append(turn)
         first_line_of.setdefault(conv_id, number)
     for conv_id, turns in turns_of.items():
         if conv_id in bad_ids:
-            continue  # already reported; half a conversation would teach the wrong thing
+            continue  # already reported with its bad row
         if not any(t.role == "agent" for t in turns):
             report.problems.append(
                 Problem(str(path), first_line_of[conv_id], "turns", f"conversation {conv_id!r} has no agent turn")
@@ -165,7 +172,9 @@ def _check_utf8(row: dict) -> None:
             continue
         for position, char in enumerate(value):
             if "\udc80" <= char <= "\udcff":
-                raise RecordError(str(column), f"not valid UTF-8: byte 0x{ord(char) - 0xDC00:02x} at position {position}")
+                raise RecordError(
+                    str(column), f"not valid UTF-8: byte 0x{ord(char) - 0xDC00:02x} at position {position}"
+                )
 
 
 def load_conversations(source: str | Path, *, skip_invalid: bool = False) -> LoadReport:
@@ -184,37 +193,45 @@ def load_conversations(source: str | Path, *, skip_invalid: bool = False) -> Loa
     raise ValueError(f"cannot tell the format of {path}: expected 'star', a .jsonl file or a .csv file")
 
 
-def load_knowledge_base(path: str | Path, *, skip_invalid: bool = False) -> list[KBDocument]:
+def read_knowledge_base(path: str | Path) -> LoadReport:
     """Read KB documents ``{"id", "text", "title"?, "intent"?}``, one JSON object a line.
 
-    Raises:
-        InvalidDataError: invalid or duplicate documents and ``skip_invalid`` is off.
-        ValueError: the file holds no document at all.
+    Invalid and duplicate documents are reported in ``problems``, never raised.
     """
     path = _check_path(path)
-    problems: list[Problem] = []
-    docs: list[KBDocument] = []
+    report = LoadReport(source=str(path))
     seen: dict[str, int] = {}
     for number, text in _decoded_lines(path):
         record = text if isinstance(text, Problem) else _parse_json_line(path, number, text)
         if isinstance(record, Problem):
-            problems.append(record)
+            report.problems.append(record)
             continue
         try:
             doc = KBDocument.from_dict(record)
         except RecordError as err:
-            problems.append(Problem(str(path), number, err.field, err.problem))
+            report.problems.append(Problem(str(path), number, err.field, err.problem))
             continue
         if doc.id in seen:
-            problems.append(Problem(str(path), number, "id", f"duplicate id {doc.id!r} (first seen on line {seen[doc.id]})"))
+            message = f"duplicate id {doc.id!r} (first seen on line {seen[doc.id]})"
+            report.problems.append(Problem(str(path), number, "id", message))
             continue
         seen[doc.id] = number
-        docs.append(doc)
-    if problems and not skip_invalid:
-        raise InvalidDataError(problems)
-    if not docs:
+        report.documents.append(doc)
+    return report
+
+
+def load_knowledge_base(path: str | Path, *, skip_invalid: bool = False) -> list[KBDocument]:
+    """The valid documents of a JSON Lines knowledge base (see :func:`read_knowledge_base`).
+
+    Raises:
+        InvalidDataError: invalid or duplicate documents and ``skip_invalid`` is off.
+        ValueError: the file holds no valid document at all.
+
+    """
+    report = _finish(read_knowledge_base(path), skip_invalid)
+    if not report.documents:
         raise ValueError(f"{path}: the knowledge base holds no valid document")
-    return docs
+    return report.documents
 
 
 def write_jsonl(records, path: str | Path) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from data.schema import Conversation
+from data.schema import Conversation, KBDocument
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,18 @@ class Problem:
 
     @property
     def reason(self) -> str:
-        """The kind of problem, for counting: the message up to its first colon or comma."""
-        head = self.message.split(":")[0].split(",")[0].split(" (")[0]
-        return f"{self.field}: {head}" if self.field else head
+        """The kind of problem, for counting: field and message without indexes, values and details.
+
+        >>> Problem("f", 3, "turns[1].role", "expected one of customer, agent, tool, got 'bot'").reason
+        'turns[].role: expected one of customer, agent, tool'
+        >>> Problem("f", 9, "id", "duplicate id 'c7' (first seen on line 2)").reason
+        'id: duplicate id'
+        """
+        message = re.sub(r" \(.*\)$", "", self.message)  # parenthetical detail
+        message = re.sub(r" '.*'", "", message.split(", got ")[0].split(": ")[0])  # values
+        if not self.field:
+            return message
+        return re.sub(r"\[\d+\]", "[]", self.field) + ": " + message
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}: "
@@ -36,10 +46,11 @@ class Problem:
 
 @dataclass
 class LoadReport:
-    """Conversations read from one source, and the records that were not valid."""
+    """Conversations (or KB documents) read from one source, and the records that were not valid."""
 
     source: str
     conversations: list[Conversation] = field(default_factory=list)
+    documents: list[KBDocument] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     def skipped_reasons(self) -> dict[str, int]:

@@ -29,6 +29,7 @@ class RecordError(ValueError):
     Attributes:
         field: dotted path of the offending field inside the record, e.g. ``turns[2].role``.
         problem: what was wrong and what was expected.
+
     """
 
     def __init__(self, field: str, problem: str):
@@ -131,7 +132,9 @@ class Turn:
                 raise RecordError(where + "rating", "only customer turns carry a rating")
             low, high = RATING_RANGE
             if isinstance(rating, bool) or not isinstance(rating, int) or not low <= rating <= high:
-                raise RecordError(where + "rating", f"expected an integer from {low} to {high}, got {_describe(rating)}")
+                raise RecordError(
+                    where + "rating", f"expected an integer from {low} to {high}, got {_describe(rating)}"
+                )
         return cls(
             role=role,
             text=_require_str(record, "text", where),

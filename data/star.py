@@ -140,7 +140,9 @@ def convert_dialogue(dialogue: dict) -> Conversation:
             results = (item_document(item),) if item else ()
             turns.append(Turn(role="tool", query=pending_query, results=results))
             pending_query = None
-    return Conversation(id=f"star-{dialogue['DialogueID']}", turns=tuple(turns), intent=intent, outcome=_outcome(dialogue))
+    return Conversation(
+        id=f"star-{dialogue['DialogueID']}", turns=tuple(turns), intent=intent, outcome=_outcome(dialogue)
+    )
 
 
 def iter_raw_dialogues(path: Path = DIALOGUES_FILE):
@@ -158,6 +160,7 @@ def load_star(path: Path = DIALOGUES_FILE) -> LoadReport:
 
     Raises:
         FileNotFoundError: if the shipped corpus is missing (a broken install).
+
     """
     path = Path(path)
     if not path.exists():
@@ -218,6 +221,7 @@ def star_knowledge_base(conversations: list[Conversation] | None = None) -> list
     Args:
         conversations: the converted corpus whose tool results become record documents; loaded
             from the shipped file when omitted.
+
     """
     apis = _apis()
     docs: dict[str, KBDocument] = {}

@@ -32,34 +32,27 @@ def _data_stats(args: argparse.Namespace) -> int:
 
 
 def _data_validate(args: argparse.Namespace) -> int:
-    from data import load_conversations, load_knowledge_base
-    from data.report import InvalidDataError
+    from data import load_conversations, read_knowledge_base
 
-    try:
-        if args.kb:
-            docs = load_knowledge_base(args.path, skip_invalid=args.skip_invalid)
-            summary = f"{len(docs):,} valid knowledge-base documents"
-            problems = []
-        else:
-            report = load_conversations(args.path, skip_invalid=True)
-            problems = report.problems
-            turns = sum(len(c.turns) for c in report.conversations)
-            summary = f"{len(report.conversations):,} valid conversations ({turns:,} turns)"
-    except InvalidDataError as err:
-        problems, summary = err.problems, None
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems and not args.skip_invalid:
-        print(f"{args.path}: {len(problems)} invalid record(s); fix them or pass --skip-invalid", file=sys.stderr)
-        return 1
-    if problems:
-        counts = {}
-        for p in problems:
-            counts[p.reason] = counts.get(p.reason, 0) + 1
-        reasons = "; ".join(f"{reason}: {n}" for reason, n in counts.items())
-        print(f"{args.path}: skipped {len(problems)} invalid record(s) ({reasons}); {summary}")
+    if args.kb:
+        report = read_knowledge_base(args.path)
+        summary = f"{len(report.documents):,} valid knowledge-base documents"
     else:
+        report = load_conversations(args.path, skip_invalid=True)
+        turns = sum(len(c.turns) for c in report.conversations)
+        summary = f"{len(report.conversations):,} valid conversations ({turns:,} turns)"
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if not report.problems:
         print(f"{args.path}: OK, {summary}")
+        return 0
+    if not args.skip_invalid:
+        print(
+            f"{args.path}: {len(report.problems)} invalid record(s); fix them or pass --skip-invalid", file=sys.stderr
+        )
+        return 1
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in report.skipped_reasons().items())
+    print(f"{args.path}: skipped {len(report.problems)} invalid record(s) ({reasons}); {summary}")
     return 0
 
 
@@ -77,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(handler=_data_stats)
-    validate = data_commands.add_parser("validate", help="check a logs file; name the file, line and field of each problem")
+    validate = data_commands.add_parser(
+        "validate", help="check a logs file; name the file, line and field of each problem"
+    )
     validate.add_argument("path", help="a .jsonl or .csv file of logs (or a KB with --kb)")
     validate.add_argument("--kb", action="store_true", help="the file is a knowledge base, not logs")
     validate.add_argument("--skip-invalid", action="store_true", help="report problems but exit 0")

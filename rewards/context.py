@@ -27,6 +27,7 @@ class TurnContext:
             support the reply.
         gold_intent: the customer's intent where the logs label it.
         search_query: the turn's ``search:`` line, if it searched.
+
     """
 
     history: tuple[Turn, ...]
@@ -41,8 +42,8 @@ class TurnContext:
         return [t.text for t in self.history if t.role == "customer"]
 
     def need_text(self) -> str:
-        """What the customer wants: all their messages so far, newest last (truncated by the encoder)."""
-        return " ".join(self.customer_messages()[::-1])  # newest first: truncation keeps the recent need
+        """What the customer wants: all their messages so far, newest first (so truncation drops the oldest)."""
+        return " ".join(self.customer_messages()[::-1])
 
     def recent_text(self, rounds: int = ROUNDS_FOR_SATISFACTION) -> str:
         """The last ``rounds`` customer/agent rounds as ``role: text`` lines, oldest first."""

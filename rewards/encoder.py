@@ -37,6 +37,7 @@ class TextEncoder:
         cache_size: embeddings kept in memory; 0 disables the cache.
         batch_size: texts per forward pass.
         device: ``"cpu"``, ``"cuda"`` or ``None`` for automatic.
+
     """
 
     def __init__(
@@ -69,11 +70,11 @@ class TextEncoder:
             vectors = self.model.encode(
                 missing, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
             ).astype(np.float32)
-            for text, vector in zip(missing, vectors):
+            for text, vector in zip(missing, vectors, strict=True):
                 self._remember(text, vector)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        fresh = dict(zip(missing, vectors)) if missing else {}
+        fresh = dict(zip(missing, vectors, strict=True)) if missing else {}
         return np.stack([fresh[t] if t in fresh else self._lookup(t) for t in texts])
 
     def _remember(self, text: str, vector: np.ndarray) -> None:
