@@ -1,0 +1,45 @@
+"""Reward configuration: stage weights and the shared encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rewards.encoder import DEFAULT_ENCODER
+
+STAGES = ("intent", "retrieval", "satisfaction")
+RULES = ("format", "length", "repetition")
+
+
+@dataclass
+class RewardConfig:
+    """How turns are scored.
+
+    The defaults are the design's process reward: intent 0.3, retrieval 0.5, satisfaction 0.2;
+    the rule components are computed and logged but weigh nothing unless given a weight.
+    """
+
+    intent_weight: float = field(default=0.3, metadata={"help": "weight of the intent stage (raw +1 / −1/3)"})
+    retrieval_weight: float = field(default=0.5, metadata={"help": "weight of the knowledge-retrieval stage [0, 1]"})
+    satisfaction_weight: float = field(default=0.2, metadata={"help": "weight of predicted satisfaction [0, 1]"})
+    format_weight: float = field(default=0.0, metadata={"help": "weight of the format rule [0, 1]"})
+    length_weight: float = field(default=0.0, metadata={"help": "weight of the length rule [0, 1]"})
+    repetition_weight: float = field(default=0.0, metadata={"help": "weight of the repetition rule [0, 1]"})
+    encoder: str = field(
+        default=DEFAULT_ENCODER,
+        metadata={"help": "sentence-transformers model: the offline default, a local folder or a hub id"},
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "encoder tokens per text (speed is ~linear in it)"})
+
+    def __post_init__(self):
+        for name, value in self.weights.items():
+            if value < 0:
+                raise ValueError(f"{name}_weight={value} is negative; weights must be >= 0")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError("all reward weights are 0: give at least one stage a positive weight")
+        if self.max_seq_length < 8:
+            raise ValueError(f"max_seq_length={self.max_seq_length} is too short; use >= 8 (default 128)")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Component name -> weight, stages first."""
+        return {name: float(getattr(self, f"{name}_weight")) for name in STAGES + RULES}
