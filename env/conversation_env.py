@@ -23,7 +23,9 @@ UNDECLARED_INTENT = "unknown"  # what a policy turn without an `intent:` line de
 class Searcher(Protocol):
     """The knowledge-base search the environment runs for a ``search:`` line."""
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[KBDocument, float]]]: ...
+    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[KBDocument, float]]]:
+        """Top ``k`` (document, relevance) pairs for each query."""
+        ...
 
 
 @dataclass

@@ -73,7 +73,9 @@ class ReplayCustomer:
 
     name = "replay"
 
-    def respond(self, conversation: Conversation, slots: list[Slot], slot_index: int, reply: str, rng) -> CustomerResponse:
+    def respond(
+        self, conversation: Conversation, slots: list[Slot], slot_index: int, reply: str, rng
+    ) -> CustomerResponse:
         """The customer messages before the next slot; the conversation ends after the last slot."""
         if slot_index + 1 < len(slots):
             return CustomerResponse(slots[slot_index + 1].customer_turns, ends_conversation=False)
@@ -123,7 +125,9 @@ class ReactiveCustomer:
             self._embeddings[intent] = self.encoder.encode([r.agent_text for r in self._reactions[intent]])
         return self._reactions[intent], self._embeddings[intent]
 
-    def respond(self, conversation: Conversation, slots: list[Slot], slot_index: int, reply: str, rng) -> CustomerResponse:
+    def respond(
+        self, conversation: Conversation, slots: list[Slot], slot_index: int, reply: str, rng
+    ) -> CustomerResponse:
         """Replay the reaction to one of the logged agent turns most similar to ``reply`` (same intent)."""
         reactions, embeddings = self._candidates(slots[min(slot_index, len(slots) - 1)].intent)
         similarity = embeddings @ self.encoder.encode([reply])[0]  # (N,)

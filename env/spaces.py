@@ -30,11 +30,11 @@ _ALLOWED_CONTROL = {"\n", "\t"}
 
 
 def is_chat_text(text: str) -> bool:
-    """True for text a person could type: no control characters (bar newline and tab), no lone surrogates.
+    r"""True for text a person could type: no control characters (bar newline and tab), no lone surrogates.
 
-    >>> is_chat_text("Grüße, 你好 💳\\nbye")
+    >>> is_chat_text("Grüße, 你好 💳\nbye")
     True
-    >>> is_chat_text("bell\\x07")
+    >>> is_chat_text("bell\x07")
     False
     """
     for char in text:

@@ -1,4 +1,4 @@
-"""The agent turn as a process, written as text, and the dialogue rendered as the policy sees it.
+r"""The agent turn as a process, written as text, and the dialogue rendered as the policy sees it.
 
 An agent turn is up to three steps::
 
@@ -11,7 +11,7 @@ Generation pauses after the ``search:`` line; the environment runs the search an
 ``results:`` block (not the policy's tokens), then the policy writes ``reply:``. Parsing is total:
 any string parses, and what was wrong is listed in ``ParsedTurn.problems``.
 
->>> turn = parse_agent_turn("intent: weather\\nreply: It will be sunny.")
+>>> turn = parse_agent_turn("intent: weather\nreply: It will be sunny.")
 >>> turn.intent, turn.search, turn.reply, turn.well_formed
 ('weather', None, 'It will be sunny.', True)
 >>> parse_agent_turn("@@ garbage").problems

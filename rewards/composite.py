@@ -22,7 +22,9 @@ from rewards.context import TurnContext
 class RewardComponent(Protocol):
     """Anything with a batched ``score(contexts) -> list[float]`` (its range in its docstring)."""
 
-    def score(self, contexts: Sequence[TurnContext]) -> list[float]: ...
+    def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One score per context."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def repetition_score(reply: str, previous_agent_replies: Sequence[str]) -> float
     words = [w.lower() for w in _WORD.findall(reply)]
     if any(words == [w.lower() for w in _WORD.findall(p)] for p in previous_agent_replies):
         return 0.0
-    trigrams = list(zip(words, words[1:], words[2:]))
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
     if not trigrams:
         return 1.0
     return len(set(trigrams)) / len(trigrams)
@@ -56,6 +56,7 @@ class LengthReward:
     """:func:`length_score` as a batched component; range [0, 1]."""
 
     def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One score per context."""
         return [length_score(c.reply) for c in contexts]
 
 
@@ -63,6 +64,7 @@ class RepetitionReward:
     """:func:`repetition_score` against the agent's earlier replies; range [0, 1]."""
 
     def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One score per context."""
         return [repetition_score(c.reply, [t.text for t in c.history if t.role == "agent"]) for c in contexts]
 
 
@@ -70,4 +72,5 @@ class FormatReward:
     """:func:`format_score` as a batched component; range [0, 1]."""
 
     def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One score per context."""
         return [format_score(c.reply, c.declared_intent) for c in contexts]

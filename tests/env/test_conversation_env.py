@@ -11,7 +11,9 @@ from rewards.composite import CompositeReward
 from rewards.rules import FormatReward, LengthReward
 
 KB = [
-    KBDocument("k-fraud", "Report card fraud: we need your full name and account number.", "fraud", "bank_fraud_report"),
+    KBDocument(
+        "k-fraud", "Report card fraud: we need your full name and account number.", "fraud", "bank_fraud_report"
+    ),
     KBDocument("k-weather", "Weather forecast for Detroit: sunny, 25 degrees.", "weather", "weather"),
 ]
 
@@ -135,7 +137,9 @@ def test_lockstep_scores_all_envs_in_one_batch(reward):
 
     counting = CountingReward({"length": LengthReward()}, {"length": 1.0})
     envs = LockstepEnvs([_make(counting) for _ in range(3)])
-    envs.reset(seeds=[0, 1, 2], options=[{"conversation_id": "c1"}, {"conversation_id": "c2"}, {"conversation_id": "c1"}])
+    envs.reset(
+        seeds=[0, 1, 2], options=[{"conversation_id": "c1"}, {"conversation_id": "c2"}, {"conversation_id": "c1"}]
+    )
     results = envs.step({0: "intent: a\nreply: one two", 1: "intent: b\nreply: three four", 2: "reply: x"})
     assert calls == [3]
     assert results[1][2] is True  # c2 has a single agent turn
