@@ -1,0 +1,112 @@
+import pytest
+
+from data import Conversation, Turn
+from rewards.composite import CompositeReward
+from rewards.config import RewardConfig
+from rewards.context import TurnContext, contexts_from_conversation
+from rewards.integrity import NEGATIVES, build_integrity_pairs, integrity_check
+from rewards.rules import LengthReward
+
+
+class Table:
+    """A component whose score is looked up by reply (exact values for arithmetic tests)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def score(self, contexts):
+        return [self.values[c.reply] for c in contexts]
+
+
+# (intent raw, retrieval raw, satisfaction raw) -> total with the default weights 0.3 / 0.5 / 0.2
+COMPOSITE_TABLE = [
+    ((1.0, 1.0, 1.0), 1.0),
+    ((-1 / 3, 0.0, 0.0), -0.1),
+    ((1.0, 0.0, 0.0), 0.3),
+    ((-1 / 3, 1.0, 1.0), 0.6),
+    ((1.0, 0.5, 0.25), 0.6),
+    ((1.0, 0.8, 0.9), 0.88),
+]
+
+
+@pytest.mark.parametrize(("raw", "total"), COMPOSITE_TABLE)
+def test_composite_arithmetic(raw, total):
+    weights = {k: v for k, v in RewardConfig().weights.items() if v}
+    reward = CompositeReward({name: Table({"r": value}) for name, value in zip(weights, raw)}, weights)
+    (result,) = reward.score([TurnContext(history=(), reply="r")])
+    assert result.total == pytest.approx(total)
+    assert result.components == pytest.approx(dict(zip(weights, raw)))
+    assert result.weighted["intent"] == pytest.approx(0.3 * raw[0])
+    assert result.to_dict()["reward"] == pytest.approx(total)
+
+
+def test_zero_weight_components_are_reported_but_add_nothing():
+    reward = CompositeReward({"a": Table({"r": 1.0}), "length": LengthReward()}, {"a": 1.0, "length": 0.0})
+    (result,) = reward.score([TurnContext(history=(), reply="r")])
+    assert result.total == 1.0 and result.components["length"] == 0.5
+    skipping = CompositeReward(
+        {"a": Table({"r": 1.0}), "length": LengthReward()}, {"a": 1.0, "length": 0.0}, skip_zero_weight=True
+    )
+    assert "length" not in skipping.score([TurnContext(history=(), reply="r")])[0].components
+
+
+def test_weights_must_match_components():
+    with pytest.raises(ValueError, match=r"missing \['b'\], unknown \['c'\]"):
+        CompositeReward({"a": LengthReward(), "b": LengthReward()}, {"a": 1.0, "c": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"intent_weight": -0.3}, "intent_weight=-0.3 is negative"),
+        ({"intent_weight": 0, "retrieval_weight": 0, "satisfaction_weight": 0}, "all reward weights are 0"),
+        ({"max_seq_length": 4}, "max_seq_length=4 is too short"),
+    ],
+)
+def test_reward_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RewardConfig(**kwargs)
+
+
+def _conv(cid, intent, replies):
+    turns = []
+    for i, reply in enumerate(replies):
+        turns += [Turn("customer", f"{intent} question {i}"), Turn("agent", reply, intent=intent)]
+    return Conversation(id=cid, intent=intent, turns=tuple(turns))
+
+
+def test_contexts_from_conversation_attach_knowledge_and_gold_intent(star_corpus):
+    conv = next(c for c in star_corpus.conversations if any(t.role == "tool" and t.results for t in c.turns))
+    contexts = contexts_from_conversation(conv)
+    assert len(contexts) == sum(t.role == "agent" for t in conv.turns)
+    searched = [c for c in contexts if c.search_query]
+    assert searched and all(c.knowledge is not None for c in searched)
+    assert all(c.gold_intent == c.declared_intent for c in contexts)
+
+
+def test_integrity_pairs_and_a_reward_that_knows_the_real_reply():
+    convs = [
+        _conv("a", "weather", ["Sunny today.", "Anything else?"]),
+        _conv("b", "bank", ["Your balance is 5.", "Bye."]),
+    ]
+    pairs = build_integrity_pairs(convs, max_turns=10, seed=0)
+    assert set(pairs) == set(NEGATIVES)
+    real, parrot = pairs["parrot"][0]
+    assert parrot.reply == real.customer_messages()[-1]
+    other_conversation = {"weather": {"Your balance is 5.", "Bye."}, "bank": {"Sunny today.", "Anything else?"}}
+    assert pairs["other_intent"] and all(
+        neg.reply in other_conversation[r.gold_intent] for r, neg in pairs["other_intent"]
+    )
+    assert all(real.declared_intent != neg.declared_intent for real, neg in pairs["wrong_intent"])
+
+    real_replies = {"Sunny today.", "Anything else?", "Your balance is 5.", "Bye."}
+
+    class KnowsTheLog:
+        def score(self, contexts):
+            return [float(c.reply in real_replies and c.declared_intent == c.gold_intent) for c in contexts]
+
+    result = integrity_check(CompositeReward({"k": KnowsTheLog()}, {"k": 1.0}), convs, max_turns=10)
+    assert result["generic"] == {"accuracy": 1.0, "n": 4}
+    assert result["wrong_intent"]["accuracy"] == 1.0
+    # replies of the same conversation are real replies too: this reward cannot tell them apart
+    assert result["same_conversation"]["accuracy"] == 0.5
