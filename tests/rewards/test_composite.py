@@ -32,10 +32,10 @@ COMPOSITE_TABLE = [
 @pytest.mark.parametrize(("raw", "total"), COMPOSITE_TABLE)
 def test_composite_arithmetic(raw, total):
     weights = {k: v for k, v in RewardConfig().weights.items() if v}
-    reward = CompositeReward({name: Table({"r": value}) for name, value in zip(weights, raw)}, weights)
+    reward = CompositeReward({name: Table({"r": value}) for name, value in zip(weights, raw, strict=True)}, weights)
     (result,) = reward.score([TurnContext(history=(), reply="r")])
     assert result.total == pytest.approx(total)
-    assert result.components == pytest.approx(dict(zip(weights, raw)))
+    assert result.components == pytest.approx(dict(zip(weights, raw, strict=True)))
     assert result.weighted["intent"] == pytest.approx(0.3 * raw[0])
     assert result.to_dict()["reward"] == pytest.approx(total)
 
