@@ -1,0 +1,241 @@
+"""Configuration of the policy, its supervised fine-tuning and PPO, with the ``debug`` / ``quick`` / ``full`` presets.
+
+Each dataclass documents its fields in ``metadata["help"]`` and validates itself in ``__post_init__``,
+raising ``ValueError`` that names the field and the fix. Presets are named configs, like nanoGPT's
+``config/*.py``:
+
+>>> PolicyConfig.preset("debug").n_layer
+2
+>>> PPOConfig(credit="token")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: credit='token': expected 'process' (stage rewards on the last token of each stage) or 'turn' ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+PRESETS = ("debug", "quick", "full")
+DEFAULT_MODEL = "gpt2-from-scratch"  # PolicyConfig.model value meaning: build the small GPT-2 of this config
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}: expected one of {', '.join(PRESETS)}")
+
+
+def _positive(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value <= 0:
+            raise ValueError(f"{name}={value}: must be > 0")
+
+
+def _in_unit_interval(config: object, *names: str, closed_low: bool = True) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not (0 <= value <= 1 if closed_low else 0 < value <= 1):
+            raise ValueError(f"{name}={value}: expected a number in {'[' if closed_low else '('}0, 1]")
+
+
+def help_text(config_class: type) -> dict[str, str]:
+    """Field name -> help text, e.g. for a command line.
+
+    >>> help_text(PPOConfig)["gamma"]
+    'discount per agent token (1.0: no discount inside an episode)'
+    """
+    return {f.name: f.metadata.get("help", "") for f in fields(config_class)}
+
+
+@dataclass
+class PolicyConfig:
+    """The policy: which causal LM (and, for the default, its size), the tokenizer and generation."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": f"'{DEFAULT_MODEL}' (a small GPT-2 built from this config), a local folder or a hub id"},
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "byte-level BPE vocabulary trained on the logs"})
+    n_layer: int = field(default=4, metadata={"help": "transformer blocks of the default GPT-2"})
+    n_head: int = field(default=4, metadata={"help": "attention heads; must divide n_embd"})
+    n_embd: int = field(default=256, metadata={"help": "hidden size of the default GPT-2"})
+    n_positions: int = field(default=512, metadata={"help": "context length in tokens (prompt + turn)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the default GPT-2 (0: PPO ratios stay exact)"})
+    max_new_tokens: int = field(default=96, metadata={"help": "tokens the policy may write per generation call"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0); 1.0 for PPO rollouts"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens; 0 = all"})
+    results_char_budget: int = field(default=600, metadata={"help": "characters of KB results shown to the policy"})
+    seed: int = field(default=0, metadata={"help": "seed for model initialisation and tokenizer training"})
+
+    def __post_init__(self):
+        _positive(self, "vocab_size", "n_layer", "n_head", "n_embd", "n_positions", "max_new_tokens", "temperature")
+        if self.vocab_size < 300:
+            raise ValueError(f"vocab_size={self.vocab_size}: byte-level BPE needs >= 300 (256 bytes + specials)")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: change either")
+        if self.max_new_tokens >= self.n_positions:
+            raise ValueError(
+                f"max_new_tokens={self.max_new_tokens} leaves no room for the prompt in n_positions={self.n_positions}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout}: expected a number in [0, 1)")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: use 0 to sample from all tokens, or a positive k")
+        if self.results_char_budget < 40:
+            raise ValueError(f"results_char_budget={self.results_char_budget}: use >= 40 characters")
+
+    @property
+    def is_default_model(self) -> bool:
+        """Whether the LM is built from this config rather than loaded."""
+        return self.model == DEFAULT_MODEL
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> PolicyConfig:
+        """The named preset with ``overrides`` applied."""
+        _check_preset(name)
+        values = {
+            "debug": dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=256, max_new_tokens=48),
+            "quick": dict(vocab_size=4096, n_layer=4, n_head=4, n_embd=256, n_positions=512, max_new_tokens=96),
+            "full": dict(vocab_size=8192, n_layer=8, n_head=8, n_embd=512, n_positions=1024, max_new_tokens=128),
+        }[name]
+        return cls(**{**values, **overrides})
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on the logged agent turns written as processes (TRL ``SFTTrainer``)."""
+
+    max_conversations: int | None = field(
+        default=None, metadata={"help": "use at most this many training conversations (None: all)"}
+    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the examples (ignored if max_steps)"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; -1 = run num_train_epochs"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (small GPT-2: 1e-3)"})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "examples per step per device"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "steps accumulated per optimizer update"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps of linear warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    max_length: int = field(
+        default=512, metadata={"help": "tokens per example; longer ones lose the oldest context (keep_end)"}
+    )
+    mask_results: bool = field(
+        default=True, metadata={"help": "leave the environment's results block out of the loss (not policy tokens)"}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "log the train loss every this many steps"})
+    seed: int = field(default=0, metadata={"help": "data order and dropout seed"})
+
+    def __post_init__(self):
+        _positive(
+            self,
+            "num_train_epochs",
+            "learning_rate",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "logging_steps",
+            "max_grad_norm",
+        )
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps={self.max_steps}: use a positive number of steps, or -1 to run epochs")
+        if self.max_conversations is not None and self.max_conversations < 1:
+            raise ValueError(f"max_conversations={self.max_conversations}: use None (all) or >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio}: expected a fraction in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay}: must be >= 0")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> SFTConfig:
+        """The named preset with ``overrides`` applied."""
+        _check_preset(name)
+        values = {
+            "debug": dict(max_conversations=50, max_steps=8, per_device_train_batch_size=8, max_length=256,
+                          logging_steps=2, learning_rate=3e-3, warmup_ratio=0.0),
+            "quick": dict(max_conversations=600, num_train_epochs=1.0, per_device_train_batch_size=16,
+                          max_length=512, learning_rate=1e-3),
+            "full": dict(num_train_epochs=3.0, per_device_train_batch_size=32, max_length=1024, learning_rate=5e-4),
+        }[name]  # fmt: skip
+        return cls(**{**values, **overrides})
+
+
+@dataclass
+class PPOConfig:
+    """PPO on conversations: rollouts, the per-token KL penalty to a frozen reference, GAE and the clipped losses."""
+
+    rollout_batch_size: int = field(default=16, metadata={"help": "B: episodes stepped together per rollout"})
+    turns_per_episode: int = field(default=6, metadata={"help": "agent turns per episode before truncation"})
+    total_iterations: int = field(default=100, metadata={"help": "rollout + update iterations"})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Adam learning rate of policy and value head"})
+    anneal_lr: bool = field(default=False, metadata={"help": "decay the learning rate linearly to 0"})
+    clip_coef: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    clip_vloss: bool = field(default=True, metadata={"help": "clip the value loss around the old values"})
+    vf_clip_coef: float = field(default=0.2, metadata={"help": "value clip range (with clip_vloss)"})
+    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
+    kl_coef: float = field(default=0.05, metadata={"help": "per-token KL penalty to the frozen reference policy"})
+    gamma: float = field(
+        default=1.0, metadata={"help": "discount per agent token (1.0: no discount inside an episode)"}
+    )
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    minibatch_size: int = field(default=8, metadata={"help": "turns (sequences) per minibatch; divides the batch"})
+    update_epochs: int = field(default=2, metadata={"help": "passes over the rollout per iteration"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    credit: str = field(
+        default="process",
+        metadata={"help": "'process': each stage reward on the last token of its stage; 'turn': composite at the end"},
+    )
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages over the batch's tokens"})
+    target_kl: float | None = field(
+        default=None, metadata={"help": "stop the epoch's updates early when approx_kl exceeds it (None: never)"}
+    )
+    seed: int = field(default=0, metadata={"help": "rollout sampling and minibatch order seed"})
+
+    def __post_init__(self):
+        _positive(
+            self,
+            "rollout_batch_size",
+            "turns_per_episode",
+            "total_iterations",
+            "learning_rate",
+            "clip_coef",
+            "vf_clip_coef",
+            "minibatch_size",
+            "update_epochs",
+            "max_grad_norm",
+        )
+        for name in ("vf_coef", "ent_coef", "kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        _in_unit_interval(self, "gamma", "lam")
+        if self.credit not in ("process", "turn"):
+            raise ValueError(
+                f"credit={self.credit!r}: expected 'process' (stage rewards on the last token of each stage) "
+                "or 'turn' (the composite on the turn's last token)"
+            )
+        if self.minibatch_size > self.batch_size:
+            raise ValueError(
+                f"minibatch_size={self.minibatch_size} exceeds the turns per rollout "
+                f"(rollout_batch_size × turns_per_episode = {self.batch_size}): lower it"
+            )
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"target_kl={self.target_kl}: use None (no early stop) or a positive number")
+
+    @property
+    def batch_size(self) -> int:
+        """Agent turns per rollout at most: B episodes × turns per episode."""
+        return self.rollout_batch_size * self.turns_per_episode
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> PPOConfig:
+        """The named preset with ``overrides`` applied."""
+        _check_preset(name)
+        values = {
+            "debug": dict(rollout_batch_size=2, turns_per_episode=2, total_iterations=2, minibatch_size=2,
+                          update_epochs=1),
+            "quick": dict(rollout_batch_size=8, turns_per_episode=4, total_iterations=30, minibatch_size=8),
+            "full": dict(rollout_batch_size=64, turns_per_episode=10, total_iterations=500, minibatch_size=32,
+                         update_epochs=4),
+        }[name]  # fmt: skip
+        return cls(**{**values, **overrides})
