@@ -1,0 +1,1 @@
+"""The policy, its turn format, SFT, PPO, the scoring service and the command line."""

@@ -1,0 +1,1 @@
+"""Reward stages (intent, retrieval, satisfaction), their weighted composite and their trainers."""
