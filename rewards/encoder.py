@@ -77,6 +77,10 @@ class TextEncoder:
         fresh = dict(zip(missing, vectors, strict=True)) if missing else {}
         return np.stack([fresh[t] if t in fresh else self._lookup(t) for t in texts])
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (benchmarks use it to time cold scoring)."""
+        self._cache.clear()
+
     def _remember(self, text: str, vector: np.ndarray) -> None:
         if self.cache_size <= 0:
             return
