@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-_TOKEN_FIELDS = ("response_ids", "action_mask", "logprobs", "values", "ref_logprobs")
+_TOKEN_FIELDS = ("response_ids", "action_mask", "logprobs", "values", "ref_logprobs", "token_rewards")
+_OPTIONAL_TOKEN_FIELDS = ("ref_logprobs", "token_rewards")  # may be left empty
 
 
 @dataclass
@@ -39,6 +40,10 @@ class TurnRecord:
         ref_logprobs: per token, log π_ref of the frozen reference (empty when not computed).
         stage_token_index: stage name -> index in ``response_ids`` of the stage's last token
             (where process credit places that stage's reward).
+        components: each reward component's raw score (``stage_rewards`` holds the weighted ones).
+        token_rewards: per ``response_ids`` token, the stage rewards placed on it by the run's credit
+            choice (``dialogue.credit.place_rewards``); empty when not computed.
+        bootstrap_value: V of the state after the turn when the episode was truncated there (else 0).
     """
 
     episode_id: int
@@ -56,15 +61,18 @@ class TurnRecord:
     values: list[float] = field(default_factory=list)
     ref_logprobs: list[float] = field(default_factory=list)
     stage_token_index: dict[str, int] = field(default_factory=dict)
+    components: dict[str, float] = field(default_factory=dict)
+    token_rewards: list[float] = field(default_factory=list)
+    bootstrap_value: float = 0.0
 
     def __post_init__(self):
         n = len(self.response_ids)
         for name in _TOKEN_FIELDS[1:]:
             length = len(getattr(self, name))
-            if length != n and not (name == "ref_logprobs" and length == 0):
+            if length != n and not (name in _OPTIONAL_TOKEN_FIELDS and length == 0):
                 raise ValueError(
                     f"{name} has {length} entries but response_ids has {n}: give one per response token"
-                    + (" (or none for ref_logprobs)" if name == "ref_logprobs" else "")
+                    + (f" (or none for {name})" if name in _OPTIONAL_TOKEN_FIELDS else "")
                 )
         for stage, index in self.stage_token_index.items():
             if not 0 <= index < max(n, 1):
@@ -95,6 +103,10 @@ def _features():
             "ref_logprobs": Sequence(Value("float64")),
             "stage_token_names": Sequence(Value("string")),
             "stage_token_positions": Sequence(Value("int64")),
+            "component_names": Sequence(Value("string")),
+            "component_values": Sequence(Value("float64")),
+            "token_rewards": Sequence(Value("float64")),
+            "bootstrap_value": Value("float64"),
         }
     )
 
@@ -147,7 +159,10 @@ class TrajectoryBuffer:
             row = asdict(record)
             stages = row.pop("stage_rewards")
             positions = row.pop("stage_token_index")
+            components = row.pop("components")
             row.update(
+                component_names=list(components),
+                component_values=[float(v) for v in components.values()],
                 stage_names=list(stages),
                 stage_values=[float(v) for v in stages.values()],
                 stage_token_names=list(positions),
@@ -193,5 +208,8 @@ class TrajectoryBuffer:
             row["stage_token_index"] = dict(
                 zip(row.pop("stage_token_names"), row.pop("stage_token_positions"), strict=True)
             )
+            # buffers written before these fields existed load with their defaults
+            names_, values_ = row.pop("component_names", None) or [], row.pop("component_values", None) or []
+            row["components"] = dict(zip(names_, values_, strict=True))
             records.append(TurnRecord(**{k: v for k, v in row.items() if k in names}))
         return cls(records)

@@ -191,10 +191,12 @@ class PPOConfig:
         default=None, metadata={"help": "stop the epoch's updates early when approx_kl exceeds it (None: never)"}
     )
     seed: int = field(default=0, metadata={"help": "rollout sampling and minibatch order seed"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "newest iteration checkpoints kept on disk (>= 1)"})
 
     def __post_init__(self):
         _positive(
             self,
+            "keep_checkpoints",
             "rollout_batch_size",
             "turns_per_episode",
             "total_iterations",
