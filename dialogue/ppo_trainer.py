@@ -35,7 +35,7 @@ import torch
 
 from dialogue.config import PolicyConfig, PPOConfig
 from dialogue.ppo import compute_advantages, ppo_update, rollout_metrics
-from dialogue.rollout import collect_rollouts, default_generation, episode_seed
+from dialogue.rollout import collect_rollouts, default_policy_config, episode_seed
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -108,6 +108,62 @@ def load_checkpoint(folder: Path, policy, optimizer) -> dict:
     return json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
 
 
+def latest_policy_folder(run_dir: str | Path) -> Path | None:
+    """The newest policy of a PPO run: the last complete checkpoint, else ``run_dir/policy``; ``None`` if neither."""
+    found = latest_checkpoint(run_dir)
+    if found and found[1].is_dir():
+        return found[1]
+    final = Path(run_dir) / "policy"
+    return final if final.is_dir() else None
+
+
+@torch.no_grad()
+def kl_to_reference(policy, reference, episodes: list[dict], *, temperature: float = 1.0, batch_size: int = 16) -> dict:
+    """How far ``policy`` moved from ``reference``: log pi - log pi_ref on the policy tokens of played turns.
+
+    Each turn of ``episodes`` (transcripts from :func:`~dialogue.rollout.play_episodes`, which keep the
+    ``prompt``) is re-tokenized as in a rollout (prompt, then the action's pieces; the results block is
+    not the policy's). When the episodes were sampled from ``policy`` at ``temperature``, the mean is a
+    Monte-Carlo estimate of KL(pi || pi_ref) per token; re-tokenizing the text may pick other (canonical)
+    tokens than the sampled ones, so read it as an estimate.
+
+    Returns:
+        ``{"kl_per_token", "kl_per_turn", "turns", "tokens"}``.
+    """
+    from dialogue.rollout import GeneratedTurn, score_tokens, turn_budget
+    from dialogue.turn_format import policy_segments
+
+    tokenizer = policy.tokenizer
+    prompt_budget, _ = turn_budget(policy.context_length, default_policy_config(policy))
+    turns = []
+    for episode in episodes:
+        for turn in episode["turns"]:
+            if "prompt" not in turn:
+                raise ValueError("kl_to_reference needs each turn's prompt: use transcripts from play_episodes")
+            query = tokenizer(turn["prompt"], add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:]
+            response, mask = [], []
+            for text, owner in policy_segments(turn["action"]):
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                response += ids
+                mask += [int(owner == "policy")] * len(ids)
+            if any(mask):
+                turns.append(GeneratedTurn(query, response, mask, turn["action"], turn["action"]))
+    if not turns:
+        raise ValueError("no turn with policy tokens to measure the KL on: play some episodes first")
+    logprobs, _ = score_tokens(policy, turns, temperature, batch_size)
+    ref_logprobs, _ = score_tokens(reference, turns, temperature, batch_size)
+    per_turn = [
+        sum(a - b for a, b in zip(lp, ref, strict=True)) for lp, ref in zip(logprobs, ref_logprobs, strict=True)
+    ]
+    tokens = sum(sum(t.action_mask) for t in turns)
+    return {
+        "kl_per_token": float(sum(per_turn) / tokens),
+        "kl_per_turn": float(np.mean(per_turn)),
+        "turns": len(turns),
+        "tokens": int(tokens),
+    }
+
+
 # -- logs and plots --------------------------------------------------------------------------------------
 
 
@@ -165,7 +221,7 @@ def train_ppo(
     config: PPOConfig,
     run_dir: str | Path,
     *,
-    generation: PolicyConfig | None = None,
+    policy_config: PolicyConfig | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -177,8 +233,8 @@ def train_ppo(
         envs: :class:`~env.lockstep.LockstepEnvs` of ``config.rollout_batch_size`` environments sharing one reward.
         config: :class:`~dialogue.config.PPOConfig`; episodes are truncated after ``turns_per_episode`` turns.
         run_dir: where everything is written (see the module docstring).
-        generation: ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget`` of the rollouts
-            (default: :func:`~dialogue.rollout.default_generation`).
+        policy_config: ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget`` of the rollouts
+            (default: :func:`~dialogue.rollout.default_policy_config`).
         resume: continue from ``run_dir``'s last complete checkpoint (a fresh start when there is none).
         progress: show a tqdm bar over the iterations.
 
@@ -202,7 +258,7 @@ def train_ppo(
             f"envs holds {len(envs)} environments but rollout_batch_size={config.rollout_batch_size}: "
             "make one environment per episode of a rollout"
         )
-    generation = generation or default_generation(policy)
+    policy_config = policy_config or default_policy_config(policy)
     found = latest_checkpoint(run_dir)
     if found and not resume:
         raise ValueError(
@@ -211,7 +267,7 @@ def train_ppo(
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_text_atomic(
         run_dir / "ppo_config.json",
-        json.dumps({"ppo": dataclasses.asdict(config), "generation": dataclasses.asdict(generation)}, indent=2) + "\n",
+        json.dumps({"ppo": dataclasses.asdict(config), "policy": dataclasses.asdict(policy_config)}, indent=2) + "\n",
     )
 
     reference_dir = run_dir / "reference"
@@ -254,7 +310,7 @@ def train_ppo(
                 policy,
                 reference,
                 envs,
-                generation,
+                policy_config,
                 seed=episode_seed(config.seed, iteration),
                 max_turns=config.turns_per_episode,
                 credit=config.credit,
@@ -268,7 +324,7 @@ def train_ppo(
             turns = compute_advantages(buffer, config)
             losses = ppo_update(
                 policy, optimizer, turns, config, seed=episode_seed(config.seed + 1, iteration),
-                temperature=generation.temperature,
+                temperature=policy_config.temperature,
             )  # fmt: skip
             update_s = time.perf_counter() - update_start
 

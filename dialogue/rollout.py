@@ -12,7 +12,7 @@ Three users:
 - :func:`collect_rollouts` (PPO): per turn, the token ids, action mask, old log-probs and values, the frozen
   reference's log-probs, the reward breakdown and where each stage's reward lands, into a
   :class:`~dialogue.buffer.TrajectoryBuffer`.
-- :func:`play_episodes` and :func:`play_reference_episodes` (``csrl simulate`` / ``csrl eval``): transcripts
+- :func:`play_episodes` and :func:`play_human_episodes` (``csrl simulate`` / ``csrl eval``): transcripts
   of the policy's episodes, or of the logged human agent's.
 - :func:`summarize_rewards`: the mean composite reward per turn with a 95% confidence interval.
 
@@ -107,19 +107,19 @@ def episode_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] >> 1)
 
 
-def turn_budget(context_length: int | None, generation: PolicyConfig) -> tuple[int, int]:
+def turn_budget(context_length: int | None, policy_config: PolicyConfig) -> tuple[int, int]:
     """Token budgets ``(prompt, results)`` that keep prompt + both generations + results in the context.
 
     >>> turn_budget(256, PolicyConfig.preset("debug"))
     (96, 64)
     """
-    context = context_length or generation.n_positions
+    context = context_length or policy_config.n_positions
     results_cap = context // 4
-    prompt_budget = context - 2 * generation.max_new_tokens - results_cap
+    prompt_budget = context - 2 * policy_config.max_new_tokens - results_cap
     if prompt_budget < 16:
         raise ValueError(
             f"a context of {context} tokens leaves {prompt_budget} for the prompt after 2 × max_new_tokens="
-            f"{generation.max_new_tokens} and {results_cap} results tokens: lower max_new_tokens"
+            f"{policy_config.max_new_tokens} and {results_cap} results tokens: lower max_new_tokens"
         )
     return prompt_budget, results_cap
 
@@ -154,7 +154,7 @@ def generate_turns(
     policy,
     envs,
     indices: Sequence[int],
-    generation: PolicyConfig,
+    policy_config: PolicyConfig,
     temperature: float,
     generator: torch.Generator | None = None,
 ) -> list[GeneratedTurn]:
@@ -164,7 +164,7 @@ def generate_turns(
         policy: the :class:`~dialogue.policy.ActorCritic`.
         envs: the :class:`~env.lockstep.LockstepEnvs`.
         indices: the environments to write for (active ones).
-        generation: ``max_new_tokens``, ``top_k`` and ``results_char_budget`` of the policy config.
+        policy_config: ``max_new_tokens``, ``top_k`` and ``results_char_budget`` of the policy config.
         temperature: sampling temperature (0: greedy).
         generator: seeded sampling.
 
@@ -173,10 +173,10 @@ def generate_turns(
     """
     tokenizer = policy.tokenizer
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompt_budget, results_cap = turn_budget(policy.context_length, generation)
+    prompt_budget, results_cap = turn_budget(policy.context_length, policy_config)
     prompts = [build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in indices]
     query_ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
-    sample = dict(max_new_tokens=generation.max_new_tokens, temperature=temperature, top_k=generation.top_k)
+    sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k)
 
     first = policy.generate(
         *left_pad(query_ids, pad_id, policy.device), stop=[SEARCH_PAUSE, *TURN_END_STOPS], generator=generator, **sample
@@ -191,7 +191,7 @@ def generate_turns(
     results_ids = {}
     for row in paused:
         ids = tokenizer(
-            results_text(documents[indices[row]], generation.results_char_budget), add_special_tokens=False
+            results_text(documents[indices[row]], policy_config.results_char_budget), add_special_tokens=False
         )["input_ids"]
         if len(ids) > results_cap:  # keep the first documents, and the newline that ends the block
             ids = ids[: results_cap - 1] + tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
@@ -257,11 +257,11 @@ def score_tokens(model, turns: Sequence[GeneratedTurn], temperature: float, batc
 
 
 @torch.no_grad()
-def prompt_values(policy, envs, indices: Sequence[int], generation: PolicyConfig) -> list[float]:
+def prompt_values(policy, envs, indices: Sequence[int], policy_config: PolicyConfig) -> list[float]:
     """V of each environment's current state (its next prompt): the bootstrap of a truncated episode."""
     if not indices:
         return []
-    prompt_budget, _ = turn_budget(policy.context_length, generation)
+    prompt_budget, _ = turn_budget(policy.context_length, policy_config)
     tokenizer = policy.tokenizer
     rows = [
         tokenizer(
@@ -302,7 +302,7 @@ def collect_rollouts(
     policy,
     reference,
     envs,
-    generation: PolicyConfig,
+    policy_config: PolicyConfig,
     *,
     seed: int,
     max_turns: int | None = None,
@@ -313,10 +313,10 @@ def collect_rollouts(
     """Play one episode in every environment of ``envs`` with the policy; record every turn for PPO.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic` being trained (sampled at ``generation.temperature``).
+        policy: the :class:`~dialogue.policy.ActorCritic` being trained (sampled at ``policy_config.temperature``).
         reference: its frozen copy at the start of training (for the per-token KL penalty).
         envs: :class:`~env.lockstep.LockstepEnvs`; all are reset with seeds drawn from ``seed``.
-        generation: the policy config's ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget``.
+        policy_config: the policy config's ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget``.
         seed: seeds the environment resets and the sampling (same seed, same rollout).
         max_turns: truncate episodes after this many turns (default: the environments' limit).
         credit: ``"process"`` or ``"turn"``: where the stage rewards land (``TurnRecord.token_rewards``).
@@ -326,8 +326,10 @@ def collect_rollouts(
     Returns:
         The buffer (one :class:`~dialogue.buffer.TurnRecord` per turn, episodes in order) and :class:`RolloutStats`.
     """
-    if generation.temperature <= 0:
-        raise ValueError(f"temperature={generation.temperature}: PPO rollouts must sample (use a positive temperature)")
+    if policy_config.temperature <= 0:
+        raise ValueError(
+            f"temperature={policy_config.temperature}: PPO rollouts must sample (use a positive temperature)"
+        )
     policy.eval()
     reference.eval()
     generator = torch.Generator(device=policy.device).manual_seed(seed)
@@ -340,18 +342,18 @@ def collect_rollouts(
     turn_index = 0
     while active:
         start = time.perf_counter()
-        turns = generate_turns(policy, envs, active, generation, generation.temperature, generator)
+        turns = generate_turns(policy, envs, active, policy_config, policy_config.temperature, generator)
         stats.generate_s += time.perf_counter() - start
         stats.generated_tokens += sum(sum(t.action_mask) for t in turns)
         start = time.perf_counter()
-        logprobs, values = score_tokens(policy, turns, generation.temperature, batch_size)
-        ref_logprobs, _ = score_tokens(reference, turns, generation.temperature, batch_size)
+        logprobs, values = score_tokens(policy, turns, policy_config.temperature, batch_size)
+        ref_logprobs, _ = score_tokens(reference, turns, policy_config.temperature, batch_size)
         stats.score_s += time.perf_counter() - start
         start = time.perf_counter()
         results = envs.step({i: t.action for i, t in zip(active, turns, strict=True)})
         stats.env_s += time.perf_counter() - start
         truncated_now = [i for i in active if not results[i][2] and (results[i][3] or turn_index + 1 >= limits[i])]
-        bootstrap = dict(zip(truncated_now, prompt_values(policy, envs, truncated_now, generation), strict=True))
+        bootstrap = dict(zip(truncated_now, prompt_values(policy, envs, truncated_now, policy_config), strict=True))
         for k, (i, turn) in enumerate(zip(active, turns, strict=True)):
             _, reward, terminated, _, info = results[i]
             positions = stage_positions(policy.tokenizer, turn)
@@ -420,6 +422,7 @@ def _play(
         while active:
             actions = write_turns(active)
             customer = {i: _waiting_customer_messages(envs.bare[i].history) for i in active}
+            prompts = {i: build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in active}
             results = envs.step(dict(zip(active, actions, strict=True)))
             for i, action in zip(active, actions, strict=True):
                 _, reward, terminated, truncated, info = results[i]
@@ -427,9 +430,9 @@ def _play(
                 turn_number = len(records[i]["turns"])
                 truncated = truncated or (not terminated and turn_number + 1 >= limits[i])
                 records[i]["turns"].append(
-                    dict(turn=turn_number, customer=customer[i], action=action, intent=parsed["intent"],
-                         search=parsed["search"], results=list(info["search_results"]), reply=parsed["reply"],
-                         reward=float(reward), components=dict(info["reward_components"]),
+                    dict(turn=turn_number, customer=customer[i], prompt=prompts[i], action=action,
+                         intent=parsed["intent"], search=parsed["search"], results=list(info["search_results"]),
+                         reply=parsed["reply"], reward=float(reward), components=dict(info["reward_components"]),
                          weighted=dict(info["reward_weighted"]), sentiment=float(info["sentiment"]))
                 )  # fmt: skip
                 records[i].update(terminated=bool(terminated), truncated=bool(truncated))
@@ -451,7 +454,7 @@ def play_episodes(
     *,
     greedy: bool = False,
     temperature: float | None = None,
-    generation: PolicyConfig | None = None,
+    policy_config: PolicyConfig | None = None,
     max_turns: int | None = None,
 ) -> list[dict]:
     """Transcripts of ``episodes`` episodes of the policy, played ``len(envs)`` at a time.
@@ -462,31 +465,32 @@ def play_episodes(
         episodes: how many episodes.
         seed: seeds the environments and the sampling.
         greedy: pick the most likely token (same as ``temperature=0``).
-        temperature: sampling temperature (default: ``generation.temperature``).
-        generation: ``max_new_tokens``, ``top_k``, ``results_char_budget`` (default: ``PolicyConfig()``'s,
+        temperature: sampling temperature (default: ``policy_config.temperature``).
+        policy_config: ``max_new_tokens``, ``top_k``, ``results_char_budget`` (default: ``PolicyConfig()``'s,
             with ``max_new_tokens`` lowered to fit the policy's context).
         max_turns: truncate after this many turns (default: the environments' limit).
 
     Returns:
         One dict per episode: ``conversation_id``, ``intent``, ``turns`` (each ``turn``, ``customer`` -- the
-        customer messages before it --, ``action``, ``intent``, ``search``, ``results`` (document ids),
+        customer messages before it --, ``prompt`` -- the text the agent continued (before token truncation) --,
+        ``action`` (the turn's text, results block included), ``intent``, ``search``, ``results`` (document ids),
         ``reply``, ``reward``, ``components``, ``weighted``, ``sentiment``), ``mean_reward``, ``return``,
         ``terminated``, ``truncated``, ``customer_left``.
     """
-    generation = generation or default_generation(policy)
-    temperature = 0.0 if greedy else (generation.temperature if temperature is None else temperature)
+    policy_config = policy_config or default_policy_config(policy)
+    temperature = 0.0 if greedy else (policy_config.temperature if temperature is None else temperature)
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: use 0 (greedy) or a positive temperature")
     policy.eval()
     generator = torch.Generator(device=policy.device).manual_seed(seed)
 
     def write(active: list[int]) -> list[str]:
-        return [t.action for t in generate_turns(policy, envs, active, generation, temperature, generator)]
+        return [t.action for t in generate_turns(policy, envs, active, policy_config, temperature, generator)]
 
     return _play(envs, episodes, seed, write, max_turns)
 
 
-def play_reference_episodes(envs, episodes: int, seed: int = 0, *, max_turns: int | None = None) -> list[dict]:
+def play_human_episodes(envs, episodes: int, seed: int = 0, *, max_turns: int | None = None) -> list[dict]:
     """Transcripts of the logged human agent (``env.logged_action()``) on the same episodes as :func:`play_episodes`.
 
     With the same ``envs``, ``episodes`` and ``seed`` the conversations match the policy's one for one
@@ -499,7 +503,7 @@ def play_reference_episodes(envs, episodes: int, seed: int = 0, *, max_turns: in
     return _play(envs, episodes, seed, write, max_turns)
 
 
-def default_generation(policy) -> PolicyConfig:
+def default_policy_config(policy) -> PolicyConfig:
     """``PolicyConfig()``'s generation settings, ``max_new_tokens`` lowered to fit ``policy``'s context."""
     context = policy.context_length or PolicyConfig().n_positions
     return PolicyConfig(n_positions=context, max_new_tokens=min(PolicyConfig().max_new_tokens, context // 4))

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -9,8 +10,10 @@ from test_rollout import GENERATION, build_taught_policy, make_envs
 
 from dialogue.buffer import TrajectoryBuffer, TurnRecord
 from dialogue.config import PPOConfig
+from dialogue.policy import ActorCritic
 from dialogue.ppo import compute_advantages, explained_variance
-from dialogue.ppo_trainer import latest_checkpoint, read_metrics, train_ppo
+from dialogue.ppo_trainer import kl_to_reference, latest_checkpoint, latest_policy_folder, read_metrics, train_ppo
+from dialogue.rollout import play_episodes
 
 CONFIG = PPOConfig.preset("debug", learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
 
@@ -92,7 +95,7 @@ def _parameters(policy):
 def test_debug_run_learns_logs_and_writes_its_run_dir(start_policy, tmp_path):
     policy = copy.deepcopy(start_policy)
     before = _parameters(policy)
-    result = train_ppo(policy, make_envs(n=2, max_turns=5), CONFIG, tmp_path, generation=GENERATION, progress=False)
+    result = train_ppo(policy, make_envs(n=2, max_turns=5), CONFIG, tmp_path, policy_config=GENERATION, progress=False)
     after = _parameters(policy)
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert "value_head.weight" in changed and any(name.startswith("lm.") for name in changed)
@@ -118,22 +121,29 @@ def test_debug_run_learns_logs_and_writes_its_run_dir(start_policy, tmp_path):
         assert len(buffer) == metrics[iteration - 1]["rollout/turns"]
         assert {r.episode_id for r in buffer} == {2 * (iteration - 1), 2 * (iteration - 1) + 1}
         assert all(len(r.token_rewards) == len(r.response_ids) for r in buffer)
+    assert latest_policy_folder(tmp_path) == tmp_path / "checkpoints" / "iter_0002"
+    played = play_episodes(policy, make_envs(n=2, max_turns=2), 2, seed=0, policy_config=GENERATION)
+    kl = kl_to_reference(policy, ActorCritic.load(tmp_path / "reference"), played)
+    assert kl["turns"] == sum(len(e["turns"]) for e in played) and math.isfinite(kl["kl_per_token"])
+    assert kl_to_reference(policy, policy, played)["kl_per_token"] == 0.0
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        train_ppo(copy.deepcopy(start_policy), make_envs(n=2), CONFIG, tmp_path, generation=GENERATION, progress=False)
+        train_ppo(
+            copy.deepcopy(start_policy), make_envs(n=2), CONFIG, tmp_path, policy_config=GENERATION, progress=False
+        )
 
 
 def test_resume_after_iteration_one_equals_an_uninterrupted_run(start_policy, tmp_path):
     straight = copy.deepcopy(start_policy)
-    train_ppo(straight, make_envs(n=2, max_turns=5), CONFIG, tmp_path / "a", generation=GENERATION, progress=False)
+    train_ppo(straight, make_envs(n=2, max_turns=5), CONFIG, tmp_path / "a", policy_config=GENERATION, progress=False)
 
     # "killed" after iteration 1: a first process runs one iteration; a second starts from the SFT policy again
     first = copy.deepcopy(start_policy)
     one = copy.deepcopy(CONFIG)
     one.total_iterations = 1
-    train_ppo(first, make_envs(n=2, max_turns=5), one, tmp_path / "b", generation=GENERATION, progress=False)
+    train_ppo(first, make_envs(n=2, max_turns=5), one, tmp_path / "b", policy_config=GENERATION, progress=False)
     resumed = copy.deepcopy(start_policy)
     result = train_ppo(
-        resumed, make_envs(n=2, max_turns=5), CONFIG, tmp_path / "b", generation=GENERATION, resume=True,
+        resumed, make_envs(n=2, max_turns=5), CONFIG, tmp_path / "b", policy_config=GENERATION, resume=True,
         progress=False,
     )  # fmt: skip
     assert result["resumed_from"] == 1

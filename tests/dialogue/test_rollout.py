@@ -15,7 +15,7 @@ from dialogue.policy import ActorCritic
 from dialogue.rollout import (
     collect_rollouts,
     play_episodes,
-    play_reference_episodes,
+    play_human_episodes,
     stage_positions,
     summarize_rewards,
 )
@@ -222,10 +222,10 @@ def test_stage_positions_of_a_known_turn(policy):
 
 def test_play_episodes_and_the_human_reference_share_conversations(policy):
     envs = make_envs(n=2, max_turns=3, reward=CompositeReward({"length": LengthReward()}, {"length": 1.0}))
-    played = play_episodes(policy, envs, episodes=3, seed=5, greedy=True, generation=GENERATION)
-    human = play_reference_episodes(envs, episodes=3, seed=5)
+    played = play_episodes(policy, envs, episodes=3, seed=5, greedy=True, policy_config=GENERATION)
+    human = play_human_episodes(envs, episodes=3, seed=5)
     assert [e["conversation_id"] for e in played] == [e["conversation_id"] for e in human]
-    keys = {"turn", "customer", "action", "intent", "search", "results", "reply", "reward", "components",
+    keys = {"turn", "customer", "prompt", "action", "intent", "search", "results", "reply", "reward", "components",
             "weighted", "sentiment"}  # fmt: skip
     for episode in played + human:
         assert set(episode) == {"conversation_id", "intent", "turns", "mean_reward", "return", "terminated",
@@ -239,7 +239,7 @@ def test_play_episodes_and_the_human_reference_share_conversations(policy):
     c1 = next(e for e in human if e["conversation_id"] == "c1")
     assert c1["turns"][1]["search"] == "weather Detroit" and c1["turns"][1]["results"] == ["k-weather"]
     assert c1["turns"][1]["customer"] == ["Tuesday please"]
-    again = play_episodes(policy, envs, episodes=3, seed=5, greedy=True, generation=GENERATION)
+    again = play_episodes(policy, envs, episodes=3, seed=5, greedy=True, policy_config=GENERATION)
     assert again == played
 
 
