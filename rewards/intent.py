@@ -1,0 +1,454 @@
+"""The intent-understanding stage: did the agent turn serve what the customer wants?
+
+Raw score (range ``[-1/3, 1]``, weight 0.3 by default, so +0.3 / −0.1 after weighting):
+
+- the customer's intent is ``ctx.gold_intent`` where the logs know it, else the classifier's
+  argmax over ``ctx.need_text()`` (the customer's messages, newest first);
+- the turn's intent is ``ctx.declared_intent``: ``+1`` if it equals the customer's, else ``−1/3``;
+- a turn that declares no intent gets the expected score under the classifier's distribution
+  over the *reply's* intent: ``p·1 + (1 − p)·(−1/3)`` with ``p = P(reply has the customer's intent)``.
+
+>>> intent_score("bank_fraud_report", "bank_fraud_report")
+1.0
+>>> round(intent_score("bank_fraud_report", "weather"), 4)
+-0.3333
+>>> expected_intent_score(0.25)
+0.0
+
+The classifier is a small torch head over the shared :class:`~rewards.encoder.TextEncoder`
+embeddings (the encoder pass is shared with the other stages, so scoring stays fast). It is
+trained on the logs' labelled customer and agent turns plus the need texts the reward classifies
+(:func:`intent_examples`), saved as safetensors + JSON (no pickle) and reloads offline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.schema import Conversation
+from rewards.context import TurnContext, contexts_from_conversation
+from rewards.encoder import TextEncoder
+
+WRONG_INTENT = -1.0 / 3.0  # the design's raw score for a wrong intent (−0.1 after the 0.3 weight)
+RIGHT_INTENT = 1.0
+WEIGHTS_FILE = "intent_head.safetensors"
+CONFIG_FILE = "intent_config.json"
+
+# A need text made only of these words says nothing about the task (STAR: ~30% of dialogues open with "Hello").
+_GREETING = re.compile(r"^(?:\W*(?:hello|hallo|hi|hey|hiya|good\s+(?:morning|afternoon|evening)|there)\W*)+$", re.I)
+
+
+def intent_score(customer_intent: str | None, turn_intent: str | None) -> float:
+    """``+1`` when the turn's intent is the customer's, else ``−1/3`` (also when either is unknown).
+
+    >>> intent_score("a", "a"), round(intent_score("a", "b"), 4), round(intent_score("a", None), 4)
+    (1.0, -0.3333, -0.3333)
+    """
+    if customer_intent is not None and customer_intent == turn_intent:
+        return RIGHT_INTENT
+    return WRONG_INTENT
+
+
+def expected_intent_score(p_match: float) -> float:
+    """Expected raw score when the reply has the customer's intent with probability ``p_match``.
+
+    >>> [round(expected_intent_score(p), 4) for p in (0.0, 0.25, 0.5, 1.0)]
+    [-0.3333, 0.0, 0.3333, 1.0]
+    """
+    if not 0.0 <= p_match <= 1.0:
+        raise ValueError(f"p_match={p_match} is not a probability; pass a value in [0, 1]")
+    return p_match * RIGHT_INTENT + (1.0 - p_match) * WRONG_INTENT
+
+
+def is_greeting_only(text: str) -> bool:
+    """True for need texts that carry no task ("Hello", "hi there!").
+
+    >>> is_greeting_only("Hello!"), is_greeting_only("Hi, my card was stolen")
+    (True, False)
+    """
+    return bool(_GREETING.match(text.strip())) or not text.strip()
+
+
+# ---------------------------------------------------------------------------------------------- examples
+
+
+class IntentExample(NamedTuple):
+    """One labelled text. ``source`` is ``"customer"``, ``"agent"`` or ``"need"``."""
+
+    text: str
+    label: str
+    source: str
+
+
+def intent_examples(conversations: Sequence[Conversation]) -> list[IntentExample]:
+    """Labelled texts from the logs.
+
+    - every agent turn with text, labelled with its ``intent`` (else the conversation's);
+    - every customer message, labelled with the intent of the agent turn that answers it (the
+      next agent turn), else the conversation's;
+    - the need text (``ctx.need_text()``) at every agent turn, labelled ``ctx.gold_intent``: this
+      is what :class:`IntentReward` classifies when no gold label exists.
+
+    Turns without any label are left out.
+
+    >>> from data.schema import Conversation
+    >>> conv = Conversation.from_dict({"id": "c", "intent": "weather", "turns": [
+    ...     {"role": "customer", "text": "Will it rain?"},
+    ...     {"role": "agent", "text": "Which city?", "intent": "weather"}]})
+    >>> [(e.source, e.text, e.label) for e in intent_examples([conv])]  # doctest: +NORMALIZE_WHITESPACE
+    [('customer', 'Will it rain?', 'weather'), ('agent', 'Which city?', 'weather'),
+     ('need', 'Will it rain?', 'weather')]
+    """
+    examples: list[IntentExample] = []
+    for conv in conversations:
+        spoken = [t for t in conv.turns if t.role in ("customer", "agent")]
+        for i, turn in enumerate(spoken):
+            if not turn.text.strip():
+                continue
+            if turn.role == "agent":
+                label = turn.intent or conv.intent
+            else:
+                answer = next((t for t in spoken[i + 1 :] if t.role == "agent"), None)
+                label = (answer.intent if answer is not None else None) or conv.intent
+            if label:
+                examples.append(IntentExample(turn.text, label, turn.role))
+        for ctx in contexts_from_conversation(conv):
+            need = ctx.need_text()
+            if need.strip() and ctx.gold_intent:
+                examples.append(IntentExample(need, ctx.gold_intent, "need"))
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class IntentHead(nn.Module):
+    """Embedding ``(B, dim)`` -> logits ``(B, n_labels)``: linear (``hidden=0``) or one hidden layer."""
+
+    def __init__(self, dim: int, n_labels: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        if hidden > 0:
+            self.net = nn.Sequential(
+                nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels)
+            )
+        else:
+            self.net = nn.Sequential(nn.Linear(dim, n_labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of embeddings."""
+        return self.net(x)
+
+
+class IntentClassifier:
+    """Intent labels from text: the shared encoder's embeddings through a small head.
+
+    Args:
+        encoder: the shared :class:`TextEncoder`.
+        head: a trained :class:`IntentHead`.
+        labels: the label of each output, in order.
+        hidden: the head's hidden width (0 = linear), kept for saving.
+    """
+
+    def __init__(self, encoder: TextEncoder, head: IntentHead, labels: Sequence[str], hidden: int):
+        self.encoder = encoder
+        self.head = head.eval()
+        self.labels = list(labels)
+        self.hidden = hidden
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), n_labels)`` probabilities; rows sum to 1."""
+        return self.proba_from_embeddings(self.encoder.encode(list(texts)))
+
+    def proba_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """The same as :meth:`predict_proba` from precomputed embeddings ``(n, dim)``."""
+        if len(embeddings) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        with torch.no_grad():
+            logits = self.head(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)))
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """The most probable label of each text."""
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``intent_head.safetensors`` and ``intent_config.json`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        config = {
+            "labels": self.labels,
+            "encoder": self.encoder.name,
+            "dim": self.encoder.dim,
+            "hidden": self.hidden,
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, encoder: TextEncoder) -> IntentClassifier:
+        """Rebuild a saved classifier on ``encoder`` (which must be the one it was trained with)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{folder} holds no intent classifier: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        _check_encoder(config, encoder, folder)
+        head = IntentHead(config["dim"], len(config["labels"]), hidden=config["hidden"])
+        head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        return cls(encoder, head, config["labels"], config["hidden"])
+
+
+def _check_encoder(config: dict, encoder: TextEncoder, folder: Path) -> None:
+    """A head only makes sense on the embeddings it was trained on."""
+    if config["dim"] != encoder.dim or config["encoder"] != encoder.name:
+        raise ValueError(
+            f"{folder} was trained on encoder {config['encoder']!r} (dim {config['dim']}), "
+            f"got {encoder.name!r} (dim {encoder.dim}); load it with TextEncoder({config['encoder']!r})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class IntentTrainConfig:
+    """How the intent head is trained."""
+
+    epochs: int = field(default=40, metadata={"help": "passes over the (subsampled) examples"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    max_examples: int = field(default=8000, metadata={"help": "subsample to this many texts (embedding is the cost)"})
+    seed: int = field(default=0, metadata={"help": "subsampling, initialisation and shuffling seed"})
+    hidden: int = field(default=256, metadata={"help": "hidden width of the head; 0 for a linear head"})
+    batch_size: int = field(default=256, metadata={"help": "examples per optimiser step"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}; train for at least 1 epoch")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr}; the learning rate must be > 0 (default 3e-3)")
+        if self.max_examples < 2:
+            raise ValueError(f"max_examples={self.max_examples}; keep at least 2 examples")
+        if self.hidden < 0:
+            raise ValueError(f"hidden={self.hidden}; use 0 (linear head) or a positive width")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}; use >= 1")
+
+
+def check_training_set(n_texts: int, n_labels: int, distinct: int) -> None:
+    """Refuse training sets that cannot train a classifier, saying why."""
+    if n_texts != n_labels:
+        raise ValueError(f"got {n_texts} texts but {n_labels} labels; pass one label per text")
+    if n_texts == 0:
+        raise ValueError("the training set is empty: pass labelled examples (e.g. from the train split)")
+    if distinct < 2:
+        raise ValueError(f"all {n_texts} examples have the same label; a classifier needs at least 2 labels")
+
+
+def subsample(n: int, max_examples: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``max_examples`` of ``n`` items, seeded."""
+    if n <= max_examples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_examples, replace=False))
+
+
+def train_intent_classifier(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    encoder: TextEncoder,
+    config: IntentTrainConfig | None = None,
+) -> IntentClassifier:
+    """Train an intent head on (text, label) pairs, subsampled to ``config.max_examples``.
+
+    Raises:
+        ValueError: mismatched lengths, an empty set or a single label.
+    """
+    config = config or IntentTrainConfig()
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string")
+    check_training_set(len(texts), len(labels), len(set(labels)))
+    keep = subsample(len(texts), config.max_examples, config.seed)
+    texts = [texts[i] for i in keep]
+    labels = [labels[i] for i in keep]
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError("after subsampling only one label is left; raise max_examples")
+    index = {name: i for i, name in enumerate(names)}
+    x = torch.from_numpy(encoder.encode(texts))  # (N, dim)
+    y = torch.tensor([index[label] for label in labels])  # (N,)
+    torch.manual_seed(config.seed)
+    head = IntentHead(encoder.dim, len(names), hidden=config.hidden)
+    fit_head(head, x, y, nn.CrossEntropyLoss(), config)
+    return IntentClassifier(encoder, head, names, config.hidden)
+
+
+def fit_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, config) -> list[float]:
+    """Minibatch AdamW over precomputed features; returns the mean loss of each epoch."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses = []
+    head.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            mb = order[start : start + config.batch_size]
+            loss = loss_fn(head(x[mb]), y[mb])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(mb)
+        losses.append(total / len(x))
+    head.eval()
+    if not np.isfinite(losses[-1]):
+        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr={config.lr}")
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------- reward
+
+
+class IntentReward:
+    """Reward component: ``+1`` if the turn serves the customer's intent, else ``−1/3``; range ``[−1/3, 1]``.
+
+    See the module docstring for how each intent is found. A customer intent the classifier has
+    no label for gives ``p = 0`` in the expected-score form (score ``−1/3``).
+    """
+
+    def __init__(self, classifier: IntentClassifier):
+        self.classifier = classifier
+
+    def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One raw score per context, in ``[−1/3, 1]``."""
+        contexts = list(contexts)
+        customer = [ctx.gold_intent for ctx in contexts]
+        unknown = [i for i, intent in enumerate(customer) if intent is None]
+        if unknown:
+            predicted = self.classifier.predict([contexts[i].need_text() for i in unknown])
+            for i, label in zip(unknown, predicted, strict=True):
+                customer[i] = label
+        undeclared = [i for i, ctx in enumerate(contexts) if ctx.declared_intent is None]
+        scores = [intent_score(c, ctx.declared_intent) for c, ctx in zip(customer, contexts, strict=True)]
+        if undeclared:
+            proba = self.classifier.predict_proba([contexts[i].reply for i in undeclared])
+            for row, i in zip(proba, undeclared, strict=True):
+                j = self.classifier.index.get(customer[i])
+                scores[i] = expected_intent_score(float(min(max(row[j], 0.0), 1.0)) if j is not None else 0.0)
+        return scores
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def macro_f1(gold: Sequence, predicted: Sequence) -> float:
+    """Unweighted mean F1 over the labels that occur in ``gold`` or ``predicted``.
+
+    >>> round(macro_f1(["a", "a", "b"], ["a", "b", "b"]), 4)
+    0.6667
+    """
+    labels = sorted(set(gold) | set(predicted))
+    scores = []
+    for label in labels:
+        tp = sum(1 for g, p in zip(gold, predicted, strict=True) if g == label and p == label)
+        fp = sum(1 for g, p in zip(gold, predicted, strict=True) if g != label and p == label)
+        fn = sum(1 for g, p in zip(gold, predicted, strict=True) if g == label and p != label)
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _metrics(gold: list[str], predicted: list[str]) -> dict:
+    accuracy = float(np.mean([g == p for g, p in zip(gold, predicted, strict=True)])) if gold else float("nan")
+    return {"accuracy": round(accuracy, 4), "macro_f1": round(macro_f1(gold, predicted), 4), "n": len(gold)}
+
+
+def evaluate_intent(
+    classifier: IntentClassifier,
+    conversations: Sequence[Conversation],
+    *,
+    max_turns: int | None = 2000,
+    seed: int = 0,
+) -> dict:
+    """Held-out intent accuracy on what the reward classifies.
+
+    The main numbers (``accuracy``, ``macro_f1``, ``n``) are on the need text at each held-out
+    agent turn, once the customer has said something beyond a greeting (a lone "Hello" names no
+    task; ``all_turns`` includes those turns too). Gold is the turn's label (``ctx.gold_intent``).
+    ``agent_reply`` scores the classifier on the logged agent replies themselves (what the
+    expected-score form uses for bots that declare no intent); many replies ("Could I get your
+    name, please?") are shared by several tasks, so it is lower by nature.
+
+    Args:
+        classifier: the trained classifier.
+        conversations: held-out conversations (e.g. the test split).
+        max_turns: evaluate a seeded sample of at most this many agent turns (``None``: all).
+        seed: the sampling seed.
+
+    Returns:
+        ``{"accuracy", "macro_f1", "n", "all_turns": {...}, "agent_reply": {...}, "seconds"}``.
+    """
+    start = time.perf_counter()
+    contexts = [ctx for conv in conversations for ctx in contexts_from_conversation(conv) if ctx.gold_intent]
+    if not contexts:
+        raise ValueError("no labelled agent turns to evaluate: pass held-out conversations with intent labels")
+    if max_turns is not None:
+        contexts = [contexts[i] for i in subsample(len(contexts), max_turns, seed)]
+    needs = [ctx.need_text() for ctx in contexts]
+    gold = [ctx.gold_intent for ctx in contexts]
+    predicted = classifier.predict(needs)
+    informative = [i for i, text in enumerate(needs) if not is_greeting_only(text)]
+    result = _metrics([gold[i] for i in informative], [predicted[i] for i in informative])
+    result["all_turns"] = _metrics(gold, predicted)
+    replies = [(ctx.reply, ctx.declared_intent) for ctx in contexts if ctx.reply.strip() and ctx.declared_intent]
+    reply_predicted = classifier.predict([r for r, _ in replies])
+    result["agent_reply"] = _metrics([g for _, g in replies], reply_predicted)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def train_intent_from_logs(
+    conversations: Sequence[Conversation], encoder: TextEncoder, config: IntentTrainConfig | None = None
+) -> IntentClassifier:
+    """Train on :func:`intent_examples` of ``conversations`` (e.g. the train split)."""
+    examples = intent_examples(conversations)
+    return train_intent_classifier([e.text for e in examples], [e.label for e in examples], encoder, config)
+
+
+__all__ = [
+    "IntentClassifier",
+    "IntentExample",
+    "IntentHead",
+    "IntentReward",
+    "IntentTrainConfig",
+    "evaluate_intent",
+    "expected_intent_score",
+    "intent_examples",
+    "intent_score",
+    "train_intent_classifier",
+    "train_intent_from_logs",
+]
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m rewards.intent
+    from data import load_corpus
+
+    corpus = load_corpus("star")
+    t0 = time.perf_counter()
+    enc = TextEncoder()
+    clf = train_intent_from_logs(corpus.split("train"), enc)
+    train_s = time.perf_counter() - t0
+    print(json.dumps({"train_seconds": round(train_s, 1), **evaluate_intent(clf, corpus.split("test"))}, indent=2))

@@ -1,0 +1,478 @@
+"""The answer / satisfaction stage: P(the customer reacts positively to this reply), in ``[0, 1]``.
+
+The classifier reads the last three rounds (``ctx.recent_text()``) and the reply through the
+shared encoder: ``u = emb(recent_text)``, ``v = emb(reply)``, features ``[u, v, u*v, |u−v|]``
+-> MLP -> sigmoid.
+
+How training labels are made (:func:`satisfaction_examples`), for each logged agent turn with text:
+
+1. **Explicit rating.** If the customer turn that follows carries a ``rating`` (the customer's
+   satisfaction with the agent turn before it): ``>= 4`` -> 1, ``<= 2`` -> 0, ``3`` -> skipped.
+2. **The customer's next message** (:func:`reaction_label`): a complaint or frustration
+   ("that's wrong", "I already told you", "useless", ...) -> 0; the customer repeating their
+   previous message (same words, at least 3 of them) -> 0; thanks or praise ("thanks", "great",
+   "perfect", ...) -> 1. Complaints are checked first, so "thanks for nothing" is 0.
+3. **A neutral next message** (the customer simply goes on: "yes", a name, a date) -> 1 when the
+   conversation's outcome is ``satisfied``, else skipped (an unhappy conversation does not make
+   every turn of it bad, and a neutral answer says nothing more).
+4. **No next customer message** (the conversation ends after this turn): 1 if the outcome is
+   ``satisfied`` (or, when satisfaction is unknown, ``completed``), 0 if it is not (a disconnect
+   or an unhappy ending); skipped when the logs have no outcome.
+5. **Synthetic negatives** (label 0), one per logged example, in the same context, so that the
+   model learns that a bad reply makes a customer unhappy (the logs hold few unhappy turns): the
+   reply of a turn from a conversation with another intent, another reply of the same
+   conversation (the wrong moment), a generic reply ("ok", "thanks", ""), or the customer's own
+   last message parroted back — drawn in turn, seeded.
+
+On STAR (no per-turn ratings; outcomes satisfied 5,642 / not 176) the train split gives
+(``python -m rewards.satisfaction`` prints these counts):
+logged 39,919 examples: 37,474 positive (thanks 3,306, neutral-in-satisfied 29,769, ended-satisfied 4,399)
+and 2,445 negative (complaint 1,045, repeat 1,257, disconnect 143); skipped 2,754 (neutral
+replies in unsatisfied conversations or without outcome); plus one synthetic negative per logged
+example. Most positive labels are therefore "the conversation went on and ended well", and most
+negatives are synthetic: the stage mostly learns *is this a fitting reply here*, with the logged
+complaints, repeats and disconnects as the real unhappy signal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.schema import Conversation
+from rewards.context import TurnContext, contexts_from_conversation
+from rewards.encoder import TextEncoder
+from rewards.intent import _check_encoder, fit_head, macro_f1, subsample
+
+WEIGHTS_FILE = "satisfaction_head.safetensors"
+CONFIG_FILE = "satisfaction_config.json"
+GENERIC_REPLIES = ("ok", "thanks", "", "Okay.", "Thank you.", "Sure.", "I see.", "Hello.")
+SYNTHETIC_KINDS = ("other_intent", "same_conversation", "generic", "parrot")
+
+# Reactions to the agent's last reply. Complaints are checked before thanks ("thanks for nothing").
+_COMPLAINT = re.compile(
+    r"\b(?:that'?s (?:not|wrong)|that is (?:not|wrong)|not what i|wrong|incorrect|not (?:right|correct|helpful)"
+    r"|didn'?t (?:ask|say|help)|i (?:already|just) (?:told|said|gave)|i said|you (?:don'?t|didn'?t|aren'?t) "
+    r"(?:understand|listen)|useless|terrible|awful|horrible|ridiculous|stupid|frustrat\w*|annoy\w*|angry|upset"
+    r"|unacceptable|waste of|makes no sense|doesn'?t (?:help|make sense)|not helping|are you (?:a bot|even)"
+    r"|thanks for nothing|speak to (?:a|your) (?:human|manager|supervisor)|what\?{2,})",
+    re.I,
+)
+_THANKS = re.compile(
+    r"\b(?:thanks?|thank you|thx|ty|cheers|great|perfect|awesome|excellent|wonderful|fantastic|brilliant"
+    r"|appreciate\w*|helpful|amazing|good job|nice|lovely|that'?s all i need\w*|that helps)\b",
+    re.I,
+)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def reaction_label(next_message: str, previous_message: str | None = None) -> tuple[int | None, str]:
+    """Label an agent turn from the customer's next message: ``(1 | 0 | None, reason)``.
+
+    >>> reaction_label("Thanks, that's great!")
+    (1, 'thanks')
+    >>> reaction_label("That's wrong, I already told you my name")
+    (0, 'complaint')
+    >>> reaction_label("I want to book a table for two", "I want to book a table for two!")
+    (0, 'repeat')
+    >>> reaction_label("Yes please")
+    (None, 'neutral')
+    """
+    if _COMPLAINT.search(next_message):
+        return 0, "complaint"
+    if previous_message is not None:
+        now, before = _words(next_message), _words(previous_message)
+        # Saying the same thing again means the reply did not land; short answers ("yes") repeat innocently.
+        if len(before) >= 3 and len(now & before) / len(now | before) >= 0.8:
+            return 0, "repeat"
+    if _THANKS.search(next_message):
+        return 1, "thanks"
+    return None, "neutral"
+
+
+def rating_label(rating: int) -> int | None:
+    """A 1–5 rating as a label: ``>= 4`` -> 1, ``<= 2`` -> 0, ``3`` -> ``None`` (skipped).
+
+    >>> [rating_label(r) for r in (1, 2, 3, 4, 5)]
+    [0, 0, None, 1, 1]
+    """
+    if not 1 <= rating <= 5:
+        raise ValueError(f"rating={rating} is outside 1..5")
+    return 1 if rating >= 4 else 0 if rating <= 2 else None
+
+
+# ---------------------------------------------------------------------------------------------- examples
+
+
+class SatisfactionExample(NamedTuple):
+    """A (context, reply) pair with its label; ``source`` says how the label was made."""
+
+    recent_text: str
+    reply: str
+    label: int
+    source: str
+
+
+def logged_label(conversation: Conversation, agent_index: int) -> tuple[int | None, str]:
+    """The label of the agent turn at ``conversation.turns[agent_index]`` from the log's own signals.
+
+    See the module docstring, steps 1–4. Returns ``(None, reason)`` for a skipped turn.
+    """
+    turns = conversation.turns
+    following = [t for t in turns[agent_index + 1 :] if t.role == "customer"]
+    before = [t for t in turns[:agent_index] if t.role == "customer"]
+    outcome = conversation.outcome
+    if following:
+        reaction = following[0]
+        if reaction.rating is not None:
+            label = rating_label(reaction.rating)
+            return label, "rating" if label is not None else "rating_3"
+        label, reason = reaction_label(reaction.text, before[-1].text if before else None)
+        if label is not None:
+            return label, reason
+        if outcome is not None and outcome.satisfied:
+            return 1, "neutral_satisfied"
+        return None, "neutral"
+    ended_well = None
+    if outcome is not None:
+        ended_well = outcome.satisfied if outcome.satisfied is not None else outcome.completed
+    if ended_well is None:
+        return None, "ended_unknown"
+    return (1, "ended_satisfied") if ended_well else (0, "disconnect")
+
+
+def satisfaction_examples(
+    conversations: Sequence[Conversation],
+    seed: int = 0,
+    *,
+    max_contexts: int | None = None,
+    synthetic: bool = True,
+) -> list[SatisfactionExample]:
+    """Labelled (recent_text, reply, label) examples from logs, plus synthetic negatives.
+
+    Args:
+        conversations: the logs (e.g. the train split).
+        seed: seeds the context sample and the synthetic negatives.
+        max_contexts: keep a seeded sample of at most this many labelled agent turns (embedding
+            the contexts is the cost); ``None`` keeps all.
+        synthetic: add one synthetic negative per logged example (module docstring, step 5).
+
+    Returns:
+        Logged examples first, then the synthetic ones.
+    """
+    rng = np.random.default_rng(seed)
+    logged: list[tuple[int, TurnContext, int, str]] = []  # (conversation index, context, label, source)
+    per_conversation: list[list[TurnContext]] = []
+    for ci, conv in enumerate(conversations):
+        contexts = iter(contexts_from_conversation(conv))
+        kept = []
+        for ti, turn in enumerate(conv.turns):
+            if turn.role != "agent":
+                continue
+            ctx = next(contexts)
+            if not ctx.reply.strip():
+                continue
+            kept.append(ctx)
+            label, source = logged_label(conv, ti)
+            if label is not None:
+                logged.append((ci, ctx, label, source))
+        per_conversation.append(kept)
+    if max_contexts is not None:
+        logged = [logged[i] for i in subsample(len(logged), max_contexts, seed)]
+    examples = [SatisfactionExample(ctx.recent_text(), ctx.reply, label, source) for _, ctx, label, source in logged]
+    if not synthetic:
+        return examples
+    pool = [(ci, ctx) for ci, kept in enumerate(per_conversation) for ctx in kept]
+    for n, (ci, ctx, _, _) in enumerate(logged):
+        reply, kind = _synthetic_reply(n, ci, ctx, conversations, per_conversation, pool, rng)
+        examples.append(SatisfactionExample(ctx.recent_text(), reply, 0, kind))
+    return examples
+
+
+def _synthetic_reply(n, ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
+    """A bad reply for ``ctx``: the kinds are drawn in turn, falling back to a generic reply."""
+    kind = SYNTHETIC_KINDS[int(rng.integers(len(SYNTHETIC_KINDS)))]
+    intent = ctx.gold_intent or conversations[ci].intent
+    if kind == "other_intent":
+        for _ in range(20):
+            oc, other = pool[int(rng.integers(len(pool)))]
+            other_intent = other.gold_intent or conversations[oc].intent
+            if other_intent != intent and other.reply != ctx.reply:
+                return other.reply, kind
+    elif kind == "same_conversation":
+        siblings = [c.reply for c in per_conversation[ci] if c.reply != ctx.reply]
+        if siblings:
+            return siblings[int(rng.integers(len(siblings)))], kind
+    elif kind == "parrot":
+        said = ctx.customer_messages()
+        if said and said[-1] != ctx.reply:
+            return said[-1], kind
+    return GENERIC_REPLIES[int(rng.integers(len(GENERIC_REPLIES)))], "generic"
+
+
+def label_counts(examples: Sequence[SatisfactionExample]) -> dict:
+    """``{"total", "positive", "negative", "by_source": {source: n}}`` for documentation and logs."""
+    labels = Counter(e.label for e in examples)
+    return {
+        "total": len(examples),
+        "positive": labels.get(1, 0),
+        "negative": labels.get(0, 0),
+        "by_source": dict(sorted(Counter(e.source for e in examples).items())),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class SatisfactionHead(nn.Module):
+    """``[u, v, u*v, |u−v|]`` ``(B, 4·dim)`` -> one logit ``(B,)``."""
+
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of pair features."""
+        return self.net(features).squeeze(-1)
+
+
+def pair_features(u: np.ndarray, v: np.ndarray) -> torch.Tensor:
+    """``[u, v, u*v, |u−v|]`` from context embeddings ``u`` and reply embeddings ``v``, both ``(n, dim)``."""
+    u_t, v_t = torch.from_numpy(np.asarray(u, np.float32)), torch.from_numpy(np.asarray(v, np.float32))
+    return torch.cat([u_t, v_t, u_t * v_t, (u_t - v_t).abs()], dim=-1)  # (n, 4·dim)
+
+
+class SatisfactionClassifier:
+    """P(the customer reacts positively) from the recent dialogue and a reply.
+
+    Args:
+        encoder: the shared :class:`TextEncoder`.
+        head: a trained :class:`SatisfactionHead`.
+        hidden: the head's hidden width, kept for saving.
+    """
+
+    def __init__(self, encoder: TextEncoder, head: SatisfactionHead, hidden: int):
+        self.encoder = encoder
+        self.head = head.eval()
+        self.hidden = hidden
+
+    def predict_proba(self, recent_texts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+        """``(n,)`` probabilities that the customer reacts positively to each reply."""
+        if isinstance(recent_texts, str) or isinstance(replies, str):
+            raise TypeError("predict_proba takes lists of texts, not single strings")
+        if len(recent_texts) != len(replies):
+            raise ValueError(f"got {len(recent_texts)} contexts but {len(replies)} replies; pass one reply per context")
+        if not len(replies):
+            return np.zeros(0, dtype=np.float32)
+        features = pair_features(self.encoder.encode(list(recent_texts)), self.encoder.encode(list(replies)))
+        with torch.no_grad():
+            return torch.sigmoid(self.head(features)).numpy()
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``satisfaction_head.safetensors`` and ``satisfaction_config.json`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        config = {"encoder": self.encoder.name, "dim": self.encoder.dim, "hidden": self.hidden}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, encoder: TextEncoder) -> SatisfactionClassifier:
+        """Rebuild a saved classifier on ``encoder`` (which must be the one it was trained with)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{folder} holds no satisfaction classifier: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        _check_encoder(config, encoder, folder)
+        head = SatisfactionHead(config["dim"], hidden=config["hidden"])
+        head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        return cls(encoder, head, config["hidden"])
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class SatisfactionTrainConfig:
+    """How the satisfaction head is trained."""
+
+    epochs: int = field(default=30, metadata={"help": "passes over the (subsampled) examples"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    max_examples: int = field(default=8000, metadata={"help": "subsample to this many pairs (embedding is the cost)"})
+    seed: int = field(default=0, metadata={"help": "subsampling, initialisation and shuffling seed"})
+    hidden: int = field(default=256, metadata={"help": "hidden width of the MLP"})
+    batch_size: int = field(default=256, metadata={"help": "examples per optimiser step"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}; train for at least 1 epoch")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr}; the learning rate must be > 0 (default 1e-3)")
+        if self.max_examples < 2:
+            raise ValueError(f"max_examples={self.max_examples}; keep at least 2 examples")
+        if self.hidden < 1:
+            raise ValueError(f"hidden={self.hidden}; the MLP needs a positive width")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}; use >= 1")
+
+
+def train_satisfaction_classifier(
+    examples: Sequence[SatisfactionExample],
+    encoder: TextEncoder,
+    config: SatisfactionTrainConfig | None = None,
+) -> SatisfactionClassifier:
+    """Train the satisfaction head on examples from :func:`satisfaction_examples` (subsampled to ``max_examples``).
+
+    Raises:
+        ValueError: an empty set, labels other than 0/1, or only one label.
+    """
+    config = config or SatisfactionTrainConfig()
+    examples = list(examples)
+    if not examples:
+        raise ValueError("the training set is empty: pass examples from satisfaction_examples(train conversations)")
+    bad = sorted({e.label for e in examples} - {0, 1})
+    if bad:
+        raise ValueError(f"labels must be 0 or 1, got {bad}")
+    if len({e.label for e in examples}) < 2:
+        raise ValueError(
+            f"all {len(examples)} examples have label {examples[0].label}; the classifier needs both 0 and 1"
+        )
+    examples = [examples[i] for i in subsample(len(examples), config.max_examples, config.seed)]
+    x = pair_features(encoder.encode([e.recent_text for e in examples]), encoder.encode([e.reply for e in examples]))
+    y = torch.tensor([float(e.label) for e in examples])  # (N,)
+    torch.manual_seed(config.seed)
+    head = SatisfactionHead(encoder.dim, hidden=config.hidden)
+    fit_head(head, x, y, nn.BCEWithLogitsLoss(), config)
+    return SatisfactionClassifier(encoder, head, config.hidden)
+
+
+# ---------------------------------------------------------------------------------------------- reward
+
+
+class SatisfactionReward:
+    """Reward component: P(the customer reacts positively) in ``[0, 1]`` from the last three rounds and the reply."""
+
+    def __init__(self, classifier: SatisfactionClassifier):
+        self.classifier = classifier
+
+    def score(self, contexts: Sequence[TurnContext]) -> list[float]:
+        """One probability per context."""
+        contexts = list(contexts)
+        proba = self.classifier.predict_proba([c.recent_text() for c in contexts], [c.reply for c in contexts])
+        return [float(p) for p in proba]
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve (P(a positive outscores a negative), ties half); NaN with one class.
+
+    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def evaluate_satisfaction(
+    classifier: SatisfactionClassifier,
+    conversations: Sequence[Conversation],
+    *,
+    max_contexts: int | None = 1000,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict:
+    """Held-out metrics on examples made exactly as for training from ``conversations``.
+
+    Returns:
+        ``{"auc", "macro_f1", "n"}`` over logged + synthetic examples, plus ``"logged"`` (accuracy,
+        AUC, n, positives on the logged, non-synthetic labels alone), ``"by_source"`` (accuracy per
+        label source) and ``"seconds"``.
+    """
+    start = time.perf_counter()
+    examples = satisfaction_examples(conversations, seed, max_contexts=max_contexts)
+    if not examples:
+        raise ValueError("no labelled agent turns to evaluate: pass held-out conversations with outcomes or ratings")
+    proba = classifier.predict_proba([e.recent_text for e in examples], [e.reply for e in examples])
+    labels = np.array([e.label for e in examples])
+    predicted = (proba >= threshold).astype(int)
+    synthetic = np.array([e.source in SYNTHETIC_KINDS for e in examples])
+    logged = ~synthetic
+    by_source = {}
+    for source in sorted({e.source for e in examples}):
+        mask = np.array([e.source == source for e in examples])
+        by_source[source] = {
+            "accuracy": round(float((predicted[mask] == labels[mask]).mean()), 4),
+            "n": int(mask.sum()),
+        }
+    return {
+        "auc": round(roc_auc(labels, proba), 4),
+        "macro_f1": round(macro_f1(labels.tolist(), predicted.tolist()), 4),
+        "n": len(examples),
+        "logged": {
+            "accuracy": round(float((predicted[logged] == labels[logged]).mean()), 4),
+            "auc": round(roc_auc(labels[logged], proba[logged]), 4),
+            "n": int(logged.sum()),
+            "positive": int(labels[logged].sum()),
+        },
+        "by_source": by_source,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+__all__ = [
+    "SatisfactionClassifier",
+    "SatisfactionExample",
+    "SatisfactionHead",
+    "SatisfactionReward",
+    "SatisfactionTrainConfig",
+    "evaluate_satisfaction",
+    "logged_label",
+    "rating_label",
+    "reaction_label",
+    "roc_auc",
+    "satisfaction_examples",
+    "train_satisfaction_classifier",
+]
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m rewards.satisfaction
+    from data import load_corpus
+
+    corpus = load_corpus("star")
+    print(json.dumps(label_counts(satisfaction_examples(corpus.split("train"), 0)), indent=2))

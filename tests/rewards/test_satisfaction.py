@@ -1,0 +1,199 @@
+"""Satisfaction stage: label derivation, synthetic negatives, training, save/load and input guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data.schema import Conversation
+from rewards.context import contexts_from_conversation
+from rewards.satisfaction import (
+    SYNTHETIC_KINDS,
+    SatisfactionClassifier,
+    SatisfactionExample,
+    SatisfactionHead,
+    SatisfactionReward,
+    SatisfactionTrainConfig,
+    evaluate_satisfaction,
+    logged_label,
+    rating_label,
+    reaction_label,
+    roc_auc,
+    satisfaction_examples,
+    train_satisfaction_classifier,
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "previous", "expected"),
+    [
+        ("Thanks!", None, (1, "thanks")),
+        ("Perfect, that's all I needed", None, (1, "thanks")),
+        ("That's wrong, my name is Sam", None, (0, "complaint")),
+        ("This is useless", None, (0, "complaint")),
+        ("thanks for nothing", None, (0, "complaint")),  # complaints win over thanks
+        ("I need a table for two at 7pm", "I need a table for two at 7pm.", (0, "repeat")),
+        ("yes", "yes", (None, "neutral")),  # short answers repeat innocently
+        ("Sam Lee", None, (None, "neutral")),
+    ],
+)
+def test_reaction_label_table(message, previous, expected):
+    assert reaction_label(message, previous) == expected
+
+
+@pytest.mark.parametrize(("rating", "expected"), [(1, 0), (2, 0), (3, None), (4, 1), (5, 1)])
+def test_rating_label_table(rating, expected):
+    assert rating_label(rating) == expected
+
+
+def conversation(turns, satisfied=True, completed=True):
+    return Conversation.from_dict(
+        {
+            "id": "c",
+            "intent": "bank_fraud_report",
+            "turns": turns,
+            "outcome": {"satisfied": satisfied, "completed": completed},
+        }
+    )
+
+
+def agent(text):
+    return {"role": "agent", "text": text, "intent": "bank_fraud_report"}
+
+
+def customer(text, rating=None):
+    return {"role": "customer", "text": text} | ({"rating": rating} if rating is not None else {})
+
+
+@pytest.mark.parametrize(
+    ("turns", "satisfied", "expected"),
+    [
+        ([customer("My card was stolen"), agent("Name?"), customer("Sam", rating=5)], True, (1, "rating")),
+        ([customer("My card was stolen"), agent("Name?"), customer("Thanks!", rating=1)], True, (0, "rating")),
+        ([customer("My card was stolen"), agent("Name?"), customer("Sam", rating=3)], True, (None, "rating_3")),
+        ([customer("My card was stolen"), agent("Done."), customer("Great, thanks")], False, (1, "thanks")),
+        (
+            [customer("My card was stolen"), agent("Weather is sunny"), customer("That's not what I asked")],
+            True,
+            (0, "complaint"),
+        ),
+        (
+            [customer("Someone used my card today"), agent("Hi"), customer("Someone used my card today")],
+            True,
+            (0, "repeat"),
+        ),
+        ([customer("My card was stolen"), agent("Name?"), customer("Sam")], True, (1, "neutral_satisfied")),
+        ([customer("My card was stolen"), agent("Name?"), customer("Sam")], False, (None, "neutral")),
+        ([customer("My card was stolen"), agent("Reported.")], True, (1, "ended_satisfied")),
+        ([customer("My card was stolen"), agent("Please hold.")], False, (0, "disconnect")),
+    ],
+)
+def test_logged_label_table(turns, satisfied, expected):
+    assert logged_label(conversation(turns, satisfied=satisfied), 1) == expected
+
+
+def test_examples_pair_each_logged_turn_with_a_synthetic_negative_in_the_same_context():
+    conv = conversation(
+        [customer("My card was stolen"), agent("Could I get your name?"), customer("Sam Lee"), agent("Reported.")]
+    )
+    examples = satisfaction_examples([conv], seed=0)
+    logged, synthetic = examples[:2], examples[2:]
+    assert [(e.reply, e.label, e.source) for e in logged] == [
+        ("Could I get your name?", 1, "neutral_satisfied"),
+        ("Reported.", 1, "ended_satisfied"),
+    ]
+    assert len(synthetic) == 2
+    assert all(e.label == 0 and e.source in SYNTHETIC_KINDS for e in synthetic)
+    assert [e.recent_text for e in synthetic] == [e.recent_text for e in logged]
+    assert all(s.reply != real.reply for s, real in zip(synthetic, logged, strict=True))
+    assert satisfaction_examples([conv], seed=0) == examples  # seeded
+
+
+def test_every_synthetic_kind_appears_and_parrot_repeats_the_customer(star_corpus):
+    examples = satisfaction_examples(star_corpus.split("test")[:40], seed=1)
+    kinds = {e.source for e in examples if e.label == 0}
+    assert set(SYNTHETIC_KINDS) <= kinds
+    parrots = [e for e in examples if e.source == "parrot"]
+    assert all(e.recent_text.rstrip().endswith("customer: " + e.reply) for e in parrots)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "expected"),
+    [
+        ([0, 1], [0.2, 0.8], 1.0),
+        ([0, 1], [0.8, 0.2], 0.0),
+        ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),
+        ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),
+    ],
+)
+def test_roc_auc_table(labels, scores, expected):
+    assert roc_auc(labels, scores) == pytest.approx(expected)
+
+
+def test_roc_auc_one_class_is_nan():
+    assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+
+
+@pytest.mark.parametrize(
+    ("examples", "message"),
+    [
+        ([], "empty"),
+        ([SatisfactionExample("a", "b", 1, "thanks")] * 3, "needs both 0 and 1"),
+        ([SatisfactionExample("a", "b", 2, "x"), SatisfactionExample("a", "c", 0, "x")], "must be 0 or 1"),
+    ],
+)
+def test_training_rejects_bad_sets(examples, message):
+    with pytest.raises(ValueError, match=message):
+        train_satisfaction_classifier(examples, encoder=None)
+
+
+@pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("lr", -1.0), ("max_examples", 0), ("hidden", 0)])
+def test_config_validation(field, value):
+    with pytest.raises(ValueError, match=field):
+        SatisfactionTrainConfig(**{field: value})
+
+
+def test_predict_proba_rejects_mismatched_lengths():
+    classifier = SatisfactionClassifier(encoder=None, head=SatisfactionHead(8), hidden=256)
+    with pytest.raises(ValueError, match="2 contexts but 1 replies"):
+        classifier.predict_proba(["a", "b"], ["c"])
+
+
+@pytest.fixture(scope="module")
+def trained(star_corpus, encoder):
+    examples = satisfaction_examples(star_corpus.split("train")[:60], seed=0, max_contexts=100)
+    config = SatisfactionTrainConfig(epochs=40, seed=0)
+    return train_satisfaction_classifier(examples, encoder, config), config
+
+
+def test_training_changes_parameters_and_beats_chance(trained, star_corpus, encoder):
+    classifier, config = trained
+    torch.manual_seed(config.seed)  # the trainer's initial head, rebuilt
+    initial = SatisfactionHead(encoder.dim, hidden=config.hidden)
+    assert all(not torch.equal(a, b) for a, b in zip(initial.parameters(), classifier.head.parameters(), strict=True))
+    result = evaluate_satisfaction(classifier, star_corpus.split("test")[:30], max_contexts=40)
+    assert result["n"] == 80
+    assert result["auc"] > 0.65  # chance is 0.5
+    scores = SatisfactionReward(classifier).score(contexts_from_conversation(star_corpus.split("test")[0]))
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkeypatch):
+    from rewards.encoder import TextEncoder
+
+    classifier, _ = trained
+    classifier.save(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    reloaded = SatisfactionClassifier.load(tmp_path, TextEncoder())
+    contexts = ["customer: my card was stolen", "customer: hi\nagent: hello\ncustomer: book a table"]
+    replies = ["I can report that for you.", "ok"]
+    np.testing.assert_array_equal(
+        reloaded.predict_proba(contexts, replies), classifier.predict_proba(contexts, replies)
+    )
+
+
+def test_load_refuses_a_folder_without_a_classifier(tmp_path, encoder):
+    with pytest.raises(ValueError, match="holds no satisfaction classifier"):
+        SatisfactionClassifier.load(tmp_path, encoder)
