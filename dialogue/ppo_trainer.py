@@ -337,6 +337,8 @@ def train_ppo(
                     "charts/rollout_s": rollout_s,
                     "charts/update_s": update_s,
                     "charts/iteration_s": time.perf_counter() - iteration_start,
+                    # CleanRL's SPS: environment steps (here: policy tokens written) per second of the iteration
+                    "charts/SPS": stats.generated_tokens / (time.perf_counter() - iteration_start),
                     "rollout/generate_s": stats.generate_s,
                     "rollout/score_s": stats.score_s,
                     "rollout/env_s": stats.env_s,
