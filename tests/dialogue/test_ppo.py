@@ -141,6 +141,12 @@ def test_resume_after_iteration_one_equals_an_uninterrupted_run(start_policy, tm
     one = copy.deepcopy(CONFIG)
     one.total_iterations = 1
     train_ppo(first, make_envs(n=2, max_turns=5), one, tmp_path / "b", policy_config=GENERATION, progress=False)
+    # debris of a kill during iteration 2's save: a half-written checkpoint and a stray metrics line
+    (tmp_path / "b" / "checkpoints" / ".iter_0002.tmp").mkdir()
+    (tmp_path / "b" / "checkpoints" / ".iter_0002.tmp" / "model.safetensors").write_bytes(b"\0" * 10)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"iteration": 2, "charts/episodic_reward": -1.0}) + "\n")
+    assert latest_checkpoint(tmp_path / "b")[0] == 1
     resumed = copy.deepcopy(start_policy)
     result = train_ppo(
         resumed, make_envs(n=2, max_turns=5), CONFIG, tmp_path / "b", policy_config=GENERATION, resume=True,
