@@ -1,0 +1,124 @@
+"""A FAISS inner-product index over unit-norm sentence embeddings (inner product = cosine).
+
+``kind="flat"`` is exact and, for a KB of a few thousand documents, about a millisecond a query;
+``kind="hnsw"`` (M=32, efSearch=64) is the approximate index for large KBs (recall@10 ~0.98 at 100k).
+
+>>> vectors = np.eye(3, dtype=np.float32)
+>>> index = DenseIndex(vectors)
+>>> indices, scores = index.search(np.array([[0.0, 0.6, 0.8]], dtype=np.float32), k=2)
+>>> indices.tolist(), [[round(float(s), 2) for s in row] for row in scores]
+([[2, 1]], [[0.8, 0.6]])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rewards.bm25 import check_k
+
+KINDS = ("flat", "hnsw")
+HNSW_M = 32
+HNSW_EF_SEARCH = 64
+HNSW_EF_CONSTRUCTION = 80
+_INDEX_FILE = "dense.faiss"
+_META_FILE = "dense.json"
+
+
+def _faiss():
+    import faiss
+
+    # faiss-cpu 1.15 only switches to BLAS above 128000 query x document products; batched flat
+    # search is 7-15x faster with BLAS from 20 queries on.
+    faiss.cvar.distance_compute_blas_threshold = 20
+    return faiss
+
+
+def check_vectors(vectors, dim: int | None = None, what: str = "vectors") -> np.ndarray:
+    """``vectors`` as a C-contiguous float32 ``(n, dim)`` array, or a clear error."""
+    if isinstance(vectors, (str, bytes)):
+        raise TypeError(f"{what} must be a 2-D float array of embeddings, got a {type(vectors).__name__}")
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n, dim), got shape {array.shape}; use vector[None, :] for one")
+    if dim is not None and array.shape[1] != dim:
+        raise ValueError(f"{what} have dimension {array.shape[1]}, the index holds dimension {dim}: same encoder?")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return array
+
+
+class DenseIndex:
+    """Inner-product search over fixed document embeddings.
+
+    Args:
+        vectors: ``(n_docs, dim)`` document embeddings, unit-norm for cosine scores; at least one.
+        kind: ``"flat"`` (exact) or ``"hnsw"`` (approximate, for large KBs).
+
+    """
+
+    def __init__(self, vectors: np.ndarray, kind: str = "flat"):
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+        vectors = check_vectors(vectors, what="document vectors")
+        if len(vectors) == 0:
+            raise ValueError("cannot build a dense index over an empty corpus: pass at least one document vector")
+        faiss = _faiss()
+        self.kind = kind
+        self.dim = int(vectors.shape[1])
+        if kind == "flat":
+            self.index = faiss.IndexFlatIP(self.dim)
+        else:
+            self.index = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        self.index.add(vectors)
+        self.vectors = vectors  # kept for exact pair cosines (documents x queries)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` documents per query vector, best first; ``k`` larger than the index is clipped.
+
+        Returns:
+            ``(indices, scores)``: int64 and float32 arrays ``(n_queries, min(k, n_docs))``.
+
+        """
+        k = min(check_k(k), len(self))
+        queries = check_vectors(queries, self.dim, "query vectors")
+        scores, indices = self.index.search(queries, k)
+        return indices.astype(np.int64), scores
+
+    def cosines(self, queries: np.ndarray) -> np.ndarray:
+        """Exact inner product of every query with every document: float32 ``(n_queries, n_docs)``."""
+        queries = check_vectors(queries, self.dim, "query vectors")
+        return queries @ self.vectors.T
+
+    def save(self, folder: str | Path) -> None:
+        """Write the index (``dense.faiss``) and its settings (``dense.json``) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _faiss().write_index(self.index, str(folder / _INDEX_FILE))
+        meta = {"kind": self.kind, "dim": self.dim, "n_docs": len(self)}
+        (folder / _META_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DenseIndex:
+        """Read an index written by :meth:`save`; the document vectors come back from the index itself."""
+        folder = Path(folder)
+        if not (folder / _INDEX_FILE).exists():
+            raise FileNotFoundError(f"no dense index in {folder}: expected {_INDEX_FILE} written by DenseIndex.save")
+        faiss = _faiss()
+        meta = json.loads((folder / _META_FILE).read_text())
+        self = cls.__new__(cls)
+        self.kind, self.dim = meta["kind"], int(meta["dim"])
+        self.index = faiss.read_index(str(folder / _INDEX_FILE))
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        if len(self) != meta["n_docs"]:
+            raise ValueError(f"{folder}: {_INDEX_FILE} holds {len(self)} vectors, {_META_FILE} says {meta['n_docs']}")
+        self.vectors = self.index.reconstruct_n(0, len(self)).astype(np.float32)
+        return self
