@@ -17,6 +17,7 @@ from rewards.satisfaction import (
     SatisfactionTrainConfig,
     evaluate_satisfaction,
     logged_label,
+    pair_features,
     rating_label,
     reaction_label,
     roc_auc,
@@ -189,8 +190,12 @@ def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkey
     reloaded = SatisfactionClassifier.load(tmp_path, TextEncoder())
     contexts = ["customer: my card was stolen", "customer: hi\nagent: hello\ncustomer: book a table"]
     replies = ["I can report that for you.", "ok"]
-    np.testing.assert_array_equal(
-        reloaded.predict_proba(contexts, replies), classifier.predict_proba(contexts, replies)
+    features = pair_features(classifier.encoder.encode(contexts), classifier.encoder.encode(replies))
+    with torch.no_grad():
+        np.testing.assert_array_equal(reloaded.head(features).numpy(), classifier.head(features).numpy())
+    # through each one's own encoder: batching may move float32 embeddings by ~1e-7
+    np.testing.assert_allclose(
+        reloaded.predict_proba(contexts, replies), classifier.predict_proba(contexts, replies), atol=1e-5
     )
 
 
