@@ -126,7 +126,8 @@ class BM25Index:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` documents per query, best first.
 
-        ``k`` larger than the corpus is clipped to ``n_docs``. Ties keep the lower document index first.
+        ``k`` larger than the corpus is clipped to ``n_docs``. Ties are ordered by document index (which of
+        several documents tied at the k-th place is kept is deterministic but unspecified).
 
         Returns:
             ``(indices, scores)``: int64 and float32 arrays of shape ``(len(queries), min(k, n_docs))``.
@@ -134,9 +135,15 @@ class BM25Index:
         """
         k = min(check_k(k), self.n_docs)
         all_scores = self.scores(queries)
-        # stable sort on the negated scores: deterministic tie order (lower index first)
-        indices = np.argsort(-all_scores, axis=1, kind="stable")[:, :k].astype(np.int64)
-        return indices, np.take_along_axis(all_scores, indices, axis=1)
+        if k < self.n_docs:  # partial selection first: O(n) instead of sorting the whole corpus
+            candidates = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+        else:
+            candidates = np.broadcast_to(np.arange(self.n_docs), all_scores.shape)
+        picked = np.take_along_axis(all_scores, candidates, axis=1)
+        # order the k picked by score, then by index: deterministic ties
+        order = np.lexsort((candidates, -picked), axis=1)
+        indices = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+        return indices, np.take_along_axis(picked, order, axis=1)
 
     def best_scores(self, queries: Sequence[str]) -> np.ndarray:
         """The best BM25 score over the corpus for each query: float32 ``(len(queries),)``."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data.schema import Conversation, KBDocument
-from rewards.bm25 import BM25Index, check_k, check_texts, normalize_by_best, tokenize
+from rewards.bm25 import BM25Index, check_k, check_texts, lucene_idf, normalize_by_best, tokenize
 from rewards.dense_index import DenseIndex
 
 FEATURES = ("bm25_ratio", "cosine")
@@ -332,13 +332,17 @@ def fit_relevance_map(
 
 
 def logged_searches(
-    conversations: Sequence[Conversation], id_to_index: dict[str, int], *, need_messages: int | None = None
+    conversations: Sequence[Conversation],
+    id_to_index: dict[str, int],
+    *,
+    as_need: bool = False,
+    need_messages: int | None = None,
 ) -> list[tuple[str, set[int]]]:
     """``(query, indices of its logged results in the KB)`` for every tool turn with results in the KB.
 
-    With ``need_messages`` the query is instead the customer's last ``need_messages`` messages before
-    the tool turn, newest first (what :class:`RetrievalReward` calls the need); turns before any
-    customer message are then skipped.
+    With ``as_need`` the query is instead the customer's messages before the tool turn, newest first
+    (the last ``need_messages`` of them, or all): what :class:`RetrievalReward` calls the need.
+    Turns before any customer message are then skipped.
     """
     searches = []
     for conversation in conversations:
@@ -350,10 +354,10 @@ def logged_searches(
                 relevant = {id_to_index[d.id] for d in turn.results if d.id in id_to_index}
                 if not relevant:
                     continue
-                if need_messages is None:
+                if not as_need:
                     searches.append((turn.query, relevant))
                 elif said:
-                    searches.append((" ".join(said[-need_messages:][::-1]), relevant))
+                    searches.append((" ".join(said[-(need_messages or len(said)) :][::-1]), relevant))
     return searches
 
 
@@ -411,26 +415,40 @@ def retrieval_recall(
     return result
 
 
+# The need -> document map fitted by RetrievalReward.fit on STAR's training split (rounded): a
+# customer's words and a record share few exact terms once normalised by the need's best BM25 match,
+# so the fit puts all the weight on the cosine (0.5 at a cosine of 0.24, 0.9 at 0.49).
+NEED_CALIBRATION = Calibration(w_bm25=0.0, w_cosine=8.7, bias=-2.1)
+
+
 class RetrievalReward:
     """Reward stage: relevance in [0, 1] of the knowledge a turn used to the customer's need.
 
-    - The need is the customer's messages so far (:meth:`TurnContext.need_text`); no message yet -> 0.
+    - The need is the customer's messages, newest first (all of them: ``ctx.need_text()``, or the last
+      ``need_messages``); no customer message yet -> 0.
     - A turn that searched (or a bot that sent documents) used ``ctx.knowledge``: the score is the
       best calibrated relevance of those documents to the need (an empty result list -> 0).
     - A turn that used none is credited with the KB documents that best support its reply, but only
-      for what the reply adds beyond the customer's own words: the support query is the reply's
-      tokens that no customer message contains. The score is ``max over documents of
-      support(reply -> doc) * relevance(need -> doc)``, times the reply's substance
-      (its added idf mass / ``substance_idf``, capped at 1). So a parrot of the customer (adds
-      nothing) scores 0, "ok"/"thanks" (little idf mass) score near 0, and a reply grounded in a
-      document about another need scores low.
+      for what the reply adds beyond the customer's own words: support(reply -> doc) is the
+      retriever's calibrated relevance with BM25 on the reply's tokens that no customer message
+      contains and the cosine of the whole reply. The score is ``max over documents of
+      support(reply -> doc) * relevance(need -> doc)``, times the reply's substance (the idf mass
+      of its added words over that of ``substance_words`` rarest words, capped at 1). So a parrot
+      of the customer (adds nothing) scores 0, "ok"/"thanks" (little idf mass) score near 0, and a
+      reply grounded in a document about another need scores low.
 
-    One encoder pass per batch embeds every need and reply (KB embeddings are precomputed), and
+    One encoder pass per batch embeds the needs and replies (the same strings the intent and
+    satisfaction stages embed, so the shared cache serves them once); KB embeddings are precomputed.
     BM25 and cosine are computed against the whole KB as ``(batch, n_docs)`` matrices.
 
     Args:
-        retriever: the fitted :class:`HybridRetriever` (its KB, encoder and calibration).
-        substance_idf: the idf mass at which a reply counts as fully informative (~3 informative words).
+        retriever: the fitted :class:`HybridRetriever` (its KB, encoder and calibration, used for the
+            reply -> document support).
+        need_calibration: the need -> document relevance map; :meth:`fit` fits it on the logs.
+            Default: :data:`NEED_CALIBRATION`.
+        need_messages: customer messages that make the need (newest first); ``None`` = all of them.
+        substance_words: how many rarest-word equivalents of added idf make a reply fully informative
+            (1.5: in STAR ~13 nats, three or four mid-frequency words).
 
     """
 
@@ -439,24 +457,26 @@ class RetrievalReward:
         retriever: HybridRetriever,
         *,
         need_calibration: Calibration | None = None,
-        substance_idf: float = 12.0,
-        need_messages: int = 3,
+        substance_words: float = 1.5,
+        need_messages: int | None = None,
     ):
-        if substance_idf <= 0:
-            raise ValueError(f"substance_idf={substance_idf}: must be > 0 (default 12)")
-        if need_messages < 1:
+        if substance_words <= 0:
+            raise ValueError(f"substance_words={substance_words}: must be > 0 (default 1.5)")
+        if need_messages is not None and need_messages < 1:
             raise ValueError(f"need_messages={need_messages}: the need is at least the last customer message")
         self.retriever = retriever
-        self.need_calibration = need_calibration or retriever.calibration
-        self.substance_idf = float(substance_idf)
-        self.need_messages = int(need_messages)
+        self.need_calibration = need_calibration or NEED_CALIBRATION
+        self.substance_words = float(substance_words)
+        self.need_messages = need_messages
 
     def fit(self, conversations: Sequence[Conversation], **kwargs) -> Calibration:
         """Fit the need -> document relevance map on logged tool turns (the customer's words before each).
 
         Keyword arguments go to :func:`fit_relevance_map`.
         """
-        searches = logged_searches(conversations, self.retriever.id_to_index, need_messages=self.need_messages)
+        searches = logged_searches(
+            conversations, self.retriever.id_to_index, as_need=True, need_messages=self.need_messages
+        )
         self.need_calibration = fit_relevance_map(self.retriever, searches, **kwargs)
         return self.need_calibration
 
@@ -464,7 +484,7 @@ class RetrievalReward:
         """Write the stage's settings and need calibration to ``folder/retrieval_reward.json``."""
         record = {
             "need_calibration": self.need_calibration.to_dict(),
-            "substance_idf": self.substance_idf,
+            "substance_words": self.substance_words,
             "need_messages": self.need_messages,
         }
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -480,12 +500,18 @@ class RetrievalReward:
         return cls(
             retriever,
             need_calibration=Calibration.from_dict(record["need_calibration"]),
-            substance_idf=record["substance_idf"],
+            substance_words=record["substance_words"],
             need_messages=record["need_messages"],
         )
 
     def need(self, ctx) -> str:
-        """The customer's current need: their last ``need_messages`` messages, newest first."""
+        """The customer's need: their messages newest first (the last ``need_messages``, or all).
+
+        With all messages this is ``ctx.need_text()``, the string the intent stage embeds too, so the
+        shared encoder's cache makes it free; the encoder's truncation keeps the newest messages.
+        """
+        if self.need_messages is None:
+            return ctx.need_text()
         return " ".join(ctx.customer_messages()[-self.need_messages :][::-1])
 
     def added_words(self, ctx) -> list[str]:
@@ -494,10 +520,14 @@ class RetrievalReward:
         return [t for t in dict.fromkeys(tokenize(ctx.reply)) if t not in said]
 
     def substance(self, words: Sequence[str]) -> float:
-        """Idf mass of ``words`` known to the KB over ``substance_idf``, capped at 1."""
+        """Idf mass of ``words`` known to the KB, in rarest-word units, over ``substance_words``, capped at 1.
+
+        The unit is the idf of a word found in one document, so the threshold means the same in a
+        KB of 30 documents and of 30,000.
+        """
         bm25 = self.retriever.bm25
         mass = sum(float(bm25.idf[bm25.vocabulary[w]]) for w in words if w in bm25.vocabulary)
-        return min(1.0, mass / self.substance_idf)
+        return min(1.0, mass / (self.substance_words * lucene_idf(1, bm25.n_docs)))
 
     def score(self, contexts) -> list[float]:
         """One relevance in [0, 1] per turn context (see the class docstring)."""
@@ -509,7 +539,9 @@ class RetrievalReward:
         unsupported = [i for i, ctx in enumerate(contexts) if ctx.knowledge is None]
         added = {i: self.added_words(contexts[i]) for i in unsupported}
         support_queries = [" ".join(added[i]) for i in unsupported]
-        vectors = retriever.encoder.encode(needs + support_queries)  # one encoder pass for the batch
+        # one encoder pass for the batch; needs and replies are the strings the intent and satisfaction
+        # stages embed too, so in the composite they come from the shared cache
+        vectors = retriever.encoder.encode(needs + [contexts[i].reply for i in unsupported])
         need_relevance = self.need_calibration(*retriever.feature_matrices(needs, vectors[: len(needs)]))  # (B, N)
         scores = np.zeros(len(contexts), dtype=np.float64)
         for i, ctx in enumerate(contexts):
@@ -526,6 +558,7 @@ class RetrievalReward:
                 values.extend(retriever.relevance([needs[i]] * len(outside), outside, self.need_calibration).tolist())
             scores[i] = max(values)
         if unsupported:
+            # support: BM25 on the words the reply adds (a parrot adds none), cosine of the whole reply
             support = retriever.relevance_matrix(support_queries, vectors[len(needs) :])  # (B', N)
             for row, i in enumerate(unsupported):
                 if not needs[i].strip() or not added[i]:
