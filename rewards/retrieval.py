@@ -104,6 +104,7 @@ class HybridRetriever:
         candidates: documents taken from each of BM25 and dense per query before re-ranking.
         calibration: the relevance map; :meth:`fit_calibration` replaces it.
         doc_vectors: precomputed ``(n_docs, dim)`` embeddings of :func:`document_text` (skips encoding).
+        _dense: a ready :class:`DenseIndex` (used by :meth:`load`).
 
     """
 
@@ -234,7 +235,7 @@ class HybridRetriever:
 
         For each sampled tool turn (query with results), the logged results that are in the KB are
         positives. Negatives are the ``negatives`` best-ranked documents of *other* intents (hard
-        negatives) plus as many random KB documents. Same-intent candidates are left out on purpose:
+        negatives) plus as many random documents of other intents. Same-intent candidates are left out on purpose:
         STAR's mock database returns one of many records that match a query equally well (e.g. a
         dozen "San Francisco, Sunday" weather records), so calling them irrelevant teaches the map
         that matching the query is bad. Classes are balanced, so 0.5 means "as likely relevant as not".

@@ -313,3 +313,9 @@ def test_reward_fit_save_load(retriever, tmp_path):
     assert loaded.score(ctxs) == reward.score(ctxs)
     with pytest.raises(ValueError, match="need_messages=0"):
         RetrievalReward(retriever, need_messages=0)
+
+
+def test_empty_query_batches(retriever):
+    assert retriever.search([], k=3) == []
+    assert retriever.relevance_matrix([]).shape == (0, len(KB))
+    assert retriever.search([""], k=2)[0][0][1] >= 0  # a query without words still returns documents
