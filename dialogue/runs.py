@@ -1,0 +1,84 @@
+"""A trained run folder, opened for the jobs that use it: ``csrl score / serve / simulate / eval``.
+
+Layout written by ``csrl train`` (see :mod:`dialogue.training`)::
+
+    runs/NAME/
+      config.json        the TrainConfig
+      rewards/           KB index, intent and satisfaction classifiers, their held-out metrics
+      sft/               the supervised policy (safetensors) and its tokenizer
+      ppo/               PPO checkpoints, metrics.jsonl, TensorBoard log, plots, trajectory buffers
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from data import Corpus
+from dialogue.training import TrainConfig, load_config, load_training_corpus
+
+POLICIES = ("ppo", "sft", "human")
+
+
+@dataclass
+class Run:
+    """An opened run: its config and data now, its reward models and policies when first asked for."""
+
+    path: Path
+    config: TrainConfig
+    _corpus: Corpus | None = field(default=None, repr=False)
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        """The run's logs and KB, cut as in training (same seed, so the same held-out split)."""
+        return self._corpus or load_training_corpus(self.config.data)
+
+    @cached_property
+    def stack(self):
+        """The trained reward models (:class:`rewards.stack.RewardStack`)."""
+        from rewards.stack import load_reward_stack
+
+        return load_reward_stack(self.path / "rewards")
+
+    def scorer(self):
+        """A :class:`~dialogue.scoring.TurnScorer` over the run's reward, KB and intents."""
+        from dialogue.scoring import TurnScorer
+
+        return TurnScorer(self.stack.reward, self.corpus.knowledge_base, self.stack.intents)
+
+    def policy_folder(self, which: str) -> Path:
+        """Where policy ``which`` (``ppo`` or ``sft``) is saved; a missing one is a clear error."""
+        if which == "sft":
+            folder = self.path / "sft"
+        elif which == "ppo":
+            from dialogue.ppo_trainer import latest_policy_folder
+
+            folder = latest_policy_folder(self.path / "ppo")
+        else:
+            raise ValueError(f"policy {which!r}: expected 'ppo' or 'sft' ('human' replays the logs)")
+        if folder is None or not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"{self.path}: no trained {which} policy yet; run `csrl train --out {self.path} --resume` to finish it"
+            )
+        return folder
+
+    def policy(self, which: str):
+        """Load policy ``which`` (``ppo`` or ``sft``) as an :class:`~dialogue.policy.ActorCritic` in eval mode."""
+        from dialogue.policy import ActorCritic
+
+        policy = ActorCritic.load(self.policy_folder(which))
+        policy.eval()
+        return policy
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run folder written by ``csrl train`` (its config must be there; models load lazily)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such run folder; train one with `csrl train --out {path}`")
+    if not (path / "rewards" / "DONE").exists():
+        raise FileNotFoundError(
+            f"{path}: its reward models are not trained yet; run `csrl train --out {path} --resume`"
+        )
+    return Run(path=path, config=load_config(path))

@@ -1,0 +1,286 @@
+"""``csrl train``: logs → reward models → tokenizer + SFT policy → PPO, each stage cached in ``runs/NAME/``.
+
+The stages, in order (a finished stage leaves a ``DONE`` marker and is loaded, not redone):
+
+1. ``rewards/``: the KB index, the intent and satisfaction classifiers and their held-out metrics
+   (:mod:`rewards.stack`);
+2. ``sft/``: a byte-level BPE tokenizer trained on the logs and the policy fine-tuned on the logged
+   agent turns written as processes (TRL ``SFTTrainer``);
+3. ``ppo/``: the project's PPO against the conversation environment (:mod:`dialogue.ppo_trainer`),
+   checkpointed every iteration, so ``--resume`` continues a killed run.
+
+``TrainConfig`` composes the packages' own configs; ``config.json`` in the run folder records it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewards.stack import RewardTrainingConfig
+
+from data import Conversation, Corpus, load_corpus
+from dialogue.config import PRESETS, PolicyConfig, PPOConfig, SFTConfig
+from env import EnvConfig
+from rewards.config import RewardConfig
+
+CONFIG_FILE = "config.json"
+DONE = "DONE"
+
+
+@dataclass
+class DataConfig:
+    """Which logs to train on, and how much of them."""
+
+    source: str = field(default="star", metadata={"help": "'star' (embedded) or a .jsonl / .csv file of logs"})
+    kb: str | None = field(default=None, metadata={"help": "a JSON Lines knowledge base (default: STAR's / the logs')"})
+    seed: int = field(default=0, metadata={"help": "split seed (splits are by conversation)"})
+    max_intents: int | None = field(
+        default=None, metadata={"help": "keep only the most frequent intents (debug runs); None: all"}
+    )
+    max_conversations: int | None = field(
+        default=None, metadata={"help": "keep at most this many conversations per split; None: all"}
+    )
+
+    def __post_init__(self):
+        for name in ("max_intents", "max_conversations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value}: use None (all) or a positive number")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``TrainConfig.preset(name)`` gives the ``debug`` / ``quick`` / ``full`` sizes."""
+
+    preset: str = "quick"
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward_training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per policy in `csrl eval`"})
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r}: expected one of {', '.join(PRESETS)}")
+        if self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes={self.eval_episodes}: must be >= 1")
+
+    @classmethod
+    def from_preset(cls, name: str, *, data: DataConfig | None = None, credit: str | None = None) -> TrainConfig:
+        """The named preset (``data`` replaces its data choice; ``credit`` its PPO credit)."""
+        if name not in PRESETS:
+            raise ValueError(f"preset={name!r}: expected one of {', '.join(PRESETS)}")
+        data = data or DataConfig()
+        if name == "debug":
+            data = dataclasses.replace(data, max_intents=data.max_intents or 2, max_conversations=24)
+        ppo_overrides = {"credit": credit} if credit else {}
+        return cls(
+            preset=name,
+            data=data,
+            reward=RewardConfig(max_seq_length=64) if name == "debug" else RewardConfig(),
+            reward_training=RewardTrainingConfig.preset(name),
+            policy=PolicyConfig.preset(name),
+            sft=SFTConfig.preset(name),
+            ppo=PPOConfig.preset(name, **ppo_overrides),
+            eval_episodes={"debug": 8, "quick": 200, "full": 500}[name],
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready nested dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output (unknown keys are an error, so a typo cannot pass silently)."""
+        parts = {
+            "data": DataConfig,
+            "reward": RewardConfig,
+            "reward_training": RewardTrainingConfig,
+            "policy": PolicyConfig,
+            "sft": SFTConfig,
+            "env": EnvConfig,
+            "ppo": PPOConfig,
+        }
+        unknown = sorted(set(values) - set(parts) - {"preset", "eval_episodes"})
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}")
+        kwargs = {name: parts[name](**values[name]) for name in parts if name in values}
+        return cls(preset=values.get("preset", "quick"), eval_episodes=values.get("eval_episodes", 200), **kwargs)
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def subset_corpus(corpus: Corpus, max_intents: int | None, max_conversations: int | None) -> Corpus:
+    """Keep the most frequent intents' conversations (and their KB documents), at most ``max_conversations`` a split.
+
+    Used by small presets: the debug run must embed a few hundred KB documents, not thousands.
+    """
+    conversations = corpus.conversations
+    knowledge_base = corpus.knowledge_base
+    if max_intents is not None:
+        counts: dict[str, int] = {}
+        for c in conversations:
+            if c.intent:
+                counts[c.intent] = counts.get(c.intent, 0) + 1
+        keep = set(sorted(counts, key=lambda k: (-counts[k], k))[:max_intents])
+        conversations = [c for c in conversations if c.intent in keep and _single_intent(c)]
+    if max_conversations is not None:
+        taken: dict[str, int] = {}
+        kept = []
+        for c in conversations:
+            if taken.get(c.split or "", 0) < max_conversations:
+                taken[c.split or ""] = taken.get(c.split or "", 0) + 1
+                kept.append(c)
+        conversations = kept
+    if max_intents is not None or max_conversations is not None:
+        intents = {c.intent for c in conversations}
+        in_logs = {d.id for c in conversations for t in c.turns for d in t.results}
+        knowledge_base = [d for d in knowledge_base if d.id in in_logs or (d.intent and d.intent in intents)]
+    return Corpus(conversations=conversations, knowledge_base=knowledge_base, report=corpus.report)
+
+
+def _single_intent(conversation: Conversation) -> bool:
+    return all(t.intent in (None, conversation.intent) for t in conversation.turns)
+
+
+def load_training_corpus(config: DataConfig) -> Corpus:
+    """The logs and KB of a run, cut to the run's size."""
+    corpus = load_corpus(config.source, config.kb, seed=config.seed)
+    return subset_corpus(corpus, config.max_intents, config.max_conversations)
+
+
+# -- stages ----------------------------------------------------------------------------------------
+
+
+def _done(folder: Path) -> bool:
+    return (folder / DONE).exists()
+
+
+def _mark_done(folder: Path, summary: dict) -> None:
+    (folder / DONE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+
+
+def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
+    """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``)."""
+    from dialogue.policy import ActorCritic
+    from dialogue.sft import run_sft
+    from dialogue.tokenizer import train_tokenizer_on_corpus
+    from dialogue.turn_format import corpus_to_examples
+
+    if _done(folder):
+        log(f"sft: cached in {folder}")
+        return ActorCritic.load(folder)
+    train = corpus.split("train")
+    started = time.perf_counter()
+    if config.policy.is_default_model:
+        tokenizer = train_tokenizer_on_corpus(
+            train, vocab_size=config.policy.vocab_size, model_max_length=config.policy.n_positions
+        )
+        policy = ActorCritic.from_config(tokenizer, config.policy)
+    else:
+        policy = ActorCritic.from_pretrained(config.policy.model)
+    examples = corpus_to_examples(
+        train, split="train", limit=config.sft.max_conversations, results_char_budget=config.policy.results_char_budget
+    )
+    used = min(len(train), config.sft.max_conversations or len(train))
+    log(f"sft: {len(examples):,} logged agent turns from {used:,} training conversations")
+    metrics = run_sft(policy, policy.tokenizer, examples, config.sft, folder / "trainer")
+    policy.save(folder)
+    summary = {k: v for k, v in metrics.items() if k != "log_history"} | {"wall_s": time.perf_counter() - started}
+    (folder / "sft_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    _mark_done(folder, summary)
+    log(f"sft: loss {metrics['loss_before']:.3f} -> {metrics['loss_after']:.3f} in {summary['wall_s']:.0f} s")
+    return policy
+
+
+def make_envs(conversations: list[Conversation], stack, env_config: EnvConfig, count: int, max_turns: int):
+    """``count`` conversation environments over ``conversations`` sharing the stack's reward, in lockstep."""
+    from env import ConversationEnv, LockstepEnvs
+
+    envs = [
+        ConversationEnv(conversations, stack.reward, stack.retriever, env_config, encoder=stack.encoder)
+        for _ in range(count)
+    ]
+    return LockstepEnvs(envs, max_turns=max_turns)
+
+
+def save_config(config: TrainConfig, run: Path) -> None:
+    """Write ``config.json`` (atomically: a crash never leaves half a config)."""
+    tmp = run / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    tmp.replace(run / CONFIG_FILE)
+
+
+def load_config(run: str | Path) -> TrainConfig:
+    """The config of a run folder."""
+    path = Path(run) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a csrl run folder (no {CONFIG_FILE}); train one with `csrl train`")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Run (or continue) every stage of a training run in ``out``; returns a summary dict.
+
+    Raises:
+        FileExistsError: ``out`` already holds a run and ``resume`` is False (nothing is overwritten).
+        ValueError: ``resume`` with a config that differs from the saved one.
+    """
+    from rewards.stack import build_reward_stack
+
+    from dialogue.ppo_trainer import train_ppo
+
+    run = Path(out)
+    if (run / CONFIG_FILE).exists():
+        if not resume:
+            raise FileExistsError(
+                f"{run} already holds a run; pass --resume to continue it, or choose another --out"
+            )
+        saved = load_config(run)
+        if saved.to_dict() != config.to_dict():
+            changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+            raise ValueError(
+                f"{run} was started with another config (differs in {changed}); resume with the same preset and "
+                "options, or choose another --out"
+            )
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(config, run)
+    started = time.perf_counter()
+    corpus = load_training_corpus(config.data)
+    stats = corpus.stats()
+    log(
+        f"data: {stats['conversations']:,} conversations ({stats['splits']}), {stats['intents']} intents, "
+        f"{stats['kb_documents']:,} KB documents"
+    )
+    stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, log=log)
+    policy = sft_stage(corpus, run / "sft", config, log=log)
+    envs = make_envs(
+        corpus.split("train"), stack, config.env, config.ppo.rollout_batch_size, config.ppo.turns_per_episode
+    )
+    ppo_summary = train_ppo(
+        policy, envs, config.ppo, run / "ppo", policy_config=config.policy, resume=resume, progress=progress
+    )
+    summary = {"run": str(run), "wall_s": round(time.perf_counter() - started, 1), "ppo": ppo_summary}
+    (run / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    log(f"done in {summary['wall_s']:.0f} s: {run}")
+    return summary
+
+
+__all__ = [
+    "DataConfig",
+    "TrainConfig",
+    "load_config",
+    "load_training_corpus",
+    "make_envs",
+    "sft_stage",
+    "subset_corpus",
+    "train",
+]

@@ -1,0 +1,238 @@
+"""The trained reward of a run: encoder, KB retriever, intent and satisfaction models, and their composite.
+
+``build_reward_stack`` trains what a folder lacks and saves it; ``load_reward_stack`` reopens a
+folder offline. A folder is self-contained (scoring needs nothing else)::
+
+    rewards/
+      reward_config.json     RewardConfig (weights, encoder)
+      knowledge_base.jsonl   the KB the retriever indexes (ids resolve against it)
+      retriever/             KB embeddings, FAISS index, BM25 settings, relevance calibration
+      retrieval/             the retrieval stage's need -> document calibration
+      intent/                intent head (safetensors) + labels
+      satisfaction/          satisfaction head (safetensors)
+      metrics.json           held-out metrics: intent.*, satisfaction.*, retrieval.*, integrity.*
+      DONE                   written last: the folder is complete
+
+Each piece is written once; a run killed while training the satisfaction model keeps its retriever
+and intent model and trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data import Corpus, KBDocument, load_knowledge_base, write_jsonl
+from rewards.composite import CompositeReward
+from rewards.config import RewardConfig
+from rewards.encoder import TextEncoder
+from rewards.integrity import integrity_check
+from rewards.intent import IntentClassifier, IntentReward, IntentTrainConfig, evaluate_intent, train_intent_from_logs
+from rewards.retrieval import HybridRetriever, RetrievalReward, retrieval_recall
+from rewards.rules import FormatReward, LengthReward, RepetitionReward
+from rewards.satisfaction import (
+    SatisfactionClassifier,
+    SatisfactionReward,
+    SatisfactionTrainConfig,
+    evaluate_satisfaction,
+    satisfaction_examples,
+    train_satisfaction_classifier,
+)
+
+DONE = "DONE"
+
+
+@dataclass
+class RewardTrainingConfig:
+    """How much of the logs the reward models train and are evaluated on (embedding is the cost)."""
+
+    intent_max_examples: int = field(default=8000, metadata={"help": "labelled turns the intent head trains on"})
+    intent_epochs: int = field(default=40, metadata={"help": "passes of the intent head over its examples"})
+    satisfaction_contexts: int | None = field(
+        default=3000, metadata={"help": "agent turns satisfaction examples are made from (None: all)"}
+    )
+    satisfaction_max_examples: int = field(default=8000, metadata={"help": "examples the satisfaction head trains on"})
+    satisfaction_epochs: int = field(default=30, metadata={"help": "passes of the satisfaction head"})
+    eval_max_turns: int = field(default=500, metadata={"help": "held-out agent turns for satisfaction and integrity"})
+    seed: int = field(default=0, metadata={"help": "subsampling and initialisation seed"})
+
+    def __post_init__(self):
+        for name in ("intent_max_examples", "intent_epochs", "satisfaction_max_examples", "satisfaction_epochs",
+                     "eval_max_turns"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.satisfaction_contexts is not None and self.satisfaction_contexts < 1:
+            raise ValueError(f"satisfaction_contexts={self.satisfaction_contexts}: use None (all) or >= 1")
+
+    @classmethod
+    def preset(cls, name: str) -> RewardTrainingConfig:
+        """Sizes for the ``debug`` / ``quick`` / ``full`` presets."""
+        values = {
+            "debug": dict(intent_max_examples=600, intent_epochs=20, satisfaction_contexts=150,
+                          satisfaction_max_examples=600, satisfaction_epochs=10, eval_max_turns=60),
+            "quick": {},
+            "full": dict(intent_max_examples=40000, satisfaction_contexts=None, satisfaction_max_examples=40000,
+                         eval_max_turns=2000),
+        }  # fmt: skip
+        if name not in values:
+            raise ValueError(f"preset={name!r}: expected one of {', '.join(values)}")
+        return cls(**values[name])
+
+
+@dataclass
+class RewardStack:
+    """Everything that scores a turn, loaded once and shared (one encoder, one embedding cache)."""
+
+    config: RewardConfig
+    encoder: TextEncoder
+    documents: list[KBDocument]
+    retriever: HybridRetriever
+    intent: IntentClassifier
+    satisfaction: SatisfactionClassifier
+    reward: CompositeReward
+
+    @property
+    def intents(self) -> list[str]:
+        """The intent labels the reward knows."""
+        return list(self.intent.labels)
+
+
+def _compose(config, retrieval: RetrievalReward, intent: IntentClassifier, satisfaction) -> CompositeReward:
+    components = {
+        "intent": IntentReward(intent),
+        "retrieval": retrieval,
+        "satisfaction": SatisfactionReward(satisfaction),
+        "format": FormatReward(),
+        "length": LengthReward(),
+        "repetition": RepetitionReward(),
+    }
+    return CompositeReward(components, config.weights)
+
+
+def _encoder(config: RewardConfig) -> TextEncoder:
+    return TextEncoder(config.encoder, max_seq_length=config.max_seq_length)
+
+
+def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None) -> RewardStack:
+    """Reopen a folder written by :func:`build_reward_stack` (offline; nothing is retrained)."""
+    folder = Path(folder)
+    if not (folder / DONE).exists():
+        raise FileNotFoundError(f"{folder}: no complete reward models (no {DONE} marker); train them with csrl train")
+    config = RewardConfig(**json.loads((folder / "reward_config.json").read_text()))
+    encoder = encoder or _encoder(config)
+    documents = load_knowledge_base(folder / "knowledge_base.jsonl")
+    retriever = HybridRetriever.load(folder / "retriever", documents, encoder)
+    retrieval = RetrievalReward.load(folder / "retrieval", retriever)
+    intent = IntentClassifier.load(folder / "intent", encoder)
+    satisfaction = SatisfactionClassifier.load(folder / "satisfaction", encoder)
+    reward = _compose(config, retrieval, intent, satisfaction)
+    return RewardStack(config, encoder, documents, retriever, intent, satisfaction, reward)
+
+
+def build_reward_stack(
+    corpus: Corpus,
+    folder: str | Path,
+    config: RewardConfig | None = None,
+    training: RewardTrainingConfig | None = None,
+    *,
+    log=print,
+) -> RewardStack:
+    """Train (what is missing of) the reward models on the corpus' train split, evaluate them on its test split.
+
+    Returns the loaded stack; ``folder/metrics.json`` holds the held-out metrics.
+    """
+    folder = Path(folder)
+    if (folder / DONE).exists():
+        log(f"rewards: cached in {folder}")
+        return load_reward_stack(folder)
+    config = config or RewardConfig()
+    training = training or RewardTrainingConfig()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reward_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    if not corpus.knowledge_base:
+        raise ValueError("the knowledge base is empty: pass --kb, or logs whose tool turns return documents")
+    write_jsonl(corpus.knowledge_base, folder / "knowledge_base.jsonl")
+    train, test = corpus.split("train"), corpus.split("test")
+    if not train or not test:
+        raise ValueError(f"need train and test conversations, got {len(train)} and {len(test)}: use more logs")
+    encoder = _encoder(config)
+    timings = {}
+
+    start = time.perf_counter()
+    if (folder / "retrieval" / DONE).exists():
+        retriever = HybridRetriever.load(folder / "retriever", corpus.knowledge_base, encoder)
+        retrieval = RetrievalReward.load(folder / "retrieval", retriever)
+    else:
+        log(f"rewards: indexing {len(corpus.knowledge_base):,} KB documents (BM25 + FAISS)")
+        retriever = HybridRetriever(corpus.knowledge_base, encoder)
+        retriever.fit_calibration(train)
+        retriever.save(folder / "retriever")
+        retrieval = RetrievalReward(retriever)
+        retrieval.fit(train)
+        retrieval.save(folder / "retrieval")
+        (folder / "retrieval" / DONE).touch()
+    timings["retrieval_s"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    if (folder / "intent" / DONE).exists():
+        intent = IntentClassifier.load(folder / "intent", encoder)
+    else:
+        log("rewards: training the intent classifier")
+        intent_config = IntentTrainConfig(
+            epochs=training.intent_epochs, max_examples=training.intent_max_examples, seed=training.seed
+        )
+        intent = train_intent_from_logs(train, encoder, intent_config)
+        intent.save(folder / "intent")
+        (folder / "intent" / DONE).touch()
+    timings["intent_s"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    if (folder / "satisfaction" / DONE).exists():
+        satisfaction = SatisfactionClassifier.load(folder / "satisfaction", encoder)
+    else:
+        log("rewards: training the satisfaction classifier")
+        examples = satisfaction_examples(train, training.seed, max_contexts=training.satisfaction_contexts)
+        satisfaction_config = SatisfactionTrainConfig(
+            epochs=training.satisfaction_epochs, max_examples=training.satisfaction_max_examples, seed=training.seed
+        )
+        satisfaction = train_satisfaction_classifier(examples, encoder, satisfaction_config)
+        satisfaction.save(folder / "satisfaction")
+        (folder / "satisfaction" / DONE).touch()
+    timings["satisfaction_s"] = round(time.perf_counter() - start, 1)
+
+    reward = _compose(config, retrieval, intent, satisfaction)
+    stack = RewardStack(config, encoder, list(corpus.knowledge_base), retriever, intent, satisfaction, reward)
+    log("rewards: held-out evaluation")
+    start = time.perf_counter()
+    metrics = evaluate_reward_stack(stack, test, max_turns=training.eval_max_turns, seed=training.seed)
+    timings["evaluation_s"] = round(time.perf_counter() - start, 1)
+    metrics["timings"] = timings
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / DONE).write_text(json.dumps(timings) + "\n")
+    log("rewards: " + ", ".join(f"{k} {v}" for k, v in _headline(metrics).items()))
+    return stack
+
+
+def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int = 500, seed: int = 0) -> dict:
+    """Held-out metrics of every learned component and the composite's integrity, as flat dotted keys."""
+    metrics: dict = {}
+    intent = evaluate_intent(stack.intent, conversations)
+    metrics["intent.accuracy"] = {"value": intent["accuracy"], "n": intent["n"]}
+    metrics["intent.macro_f1"] = {"value": intent["macro_f1"], "n": intent["n"]}
+    satisfaction = evaluate_satisfaction(stack.satisfaction, conversations, max_contexts=max_turns, seed=seed)
+    metrics["satisfaction.auc"] = {"value": satisfaction["auc"], "n": satisfaction["n"]}
+    metrics["satisfaction.macro_f1"] = {"value": satisfaction["macro_f1"], "n": satisfaction["n"]}
+    recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5))
+    for k in (1, 5):
+        metrics[f"retrieval.recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
+    for kind, result in integrity_check(stack.reward, conversations, max_turns=max_turns, seed=seed).items():
+        metrics[f"integrity.{kind}"] = {"value": result["accuracy"], "n": result["n"]}
+    metrics["details"] = {"intent": intent, "satisfaction": satisfaction, "retrieval": recall}
+    return metrics
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v["value"] for k, v in metrics.items() if isinstance(v, dict) and "value" in v}

@@ -1,0 +1,110 @@
+"""The whole pipeline on the debug preset: train, resume, eval, simulate, score (one run per session)."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dialogue.cli import main
+from dialogue.training import DataConfig, TrainConfig, subset_corpus, train
+
+
+@pytest.fixture(scope="session")
+def debug_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "debug"
+    config = TrainConfig.from_preset("debug")
+    summary = train(config, out, progress=False, log=lambda *_: None)
+    return out, config, summary
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_debug_run_writes_every_stage_and_ppo_changes_the_policy(debug_run):
+    out, config, summary = debug_run
+    for stage in ("rewards", "sft"):
+        assert (out / stage / "DONE").exists()
+    metrics = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == list(range(1, config.ppo.total_iterations + 1))
+    for m in metrics:
+        for key in ("losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/clipfrac"):
+            assert math.isfinite(m[key]), key
+    sft, ppo = _weights(out / "sft"), _weights(out / "ppo" / "policy")
+    assert sft.keys() == ppo.keys()
+    assert any(not torch.equal(sft[k], ppo[k]) for k in sft), "PPO left every policy parameter unchanged"
+    assert (out / "ppo" / "plots" / "ppo.png").read_bytes().startswith(b"\x89PNG")
+    reward_metrics = json.loads((out / "rewards" / "metrics.json").read_text())
+    for key in ("intent.accuracy", "satisfaction.auc", "retrieval.recall@5", "integrity.parrot"):
+        assert 0 <= reward_metrics[key]["value"] <= 1 and reward_metrics[key]["n"] > 0, key
+
+
+def test_an_existing_run_is_never_overwritten_and_resumes_with_the_same_config(debug_run):
+    out, config, _ = debug_run
+    before = (out / "ppo" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
+        train(config, out, progress=False, log=lambda *_: None)
+    other = TrainConfig.from_preset("debug", credit="turn")
+    with pytest.raises(ValueError, match=r"another config \(differs in \['ppo'\]\)"):
+        train(other, out, resume=True, progress=False, log=lambda *_: None)
+    assert (out / "ppo" / "metrics.jsonl").read_text() == before
+
+
+def test_eval_prints_one_json_object_with_every_metric(debug_run, capsys):
+    out, _, _ = debug_run
+    assert main(["eval", "--run", str(out), "--json", "--episodes", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("intent.accuracy", "intent.macro_f1", "satisfaction.auc", "satisfaction.macro_f1",
+                "retrieval.recall@1", "retrieval.recall@5", "integrity.other_intent", "integrity.same_conversation",
+                "integrity.generic", "integrity.parrot", "integrity.wrong_intent"):  # fmt: skip
+        assert "n" in result[key], key
+    for agent in ("human", "sft", "ppo"):
+        summary = result[f"policy.{agent}.reward"]
+        assert summary["n"] == 4 and summary["ci95"][0] <= summary["reward"] <= summary["ci95"][1]
+    kl = result["policy.ppo.kl"]  # a Monte-Carlo estimate: a 2-iteration run sits at ~0, either sign
+    assert abs(kl["kl_per_token"]) < 0.5 and kl["tokens"] > 0
+
+
+def test_simulate_writes_transcripts_and_report(debug_run, tmp_path, capsys):
+    out, _, _ = debug_run
+    transcripts, report = tmp_path / "t.jsonl", tmp_path / "r.html"
+    args = ["simulate", "--run", str(out), "--episodes", "3", "--out", str(transcripts), "--report", str(report)]
+    assert main(args) == 0
+    episodes = [json.loads(line) for line in transcripts.read_text().splitlines()]
+    assert sorted(e["policy"] for e in episodes) == ["human"] * 3 + ["ppo"] * 3
+    turn = episodes[0]["turns"][0]
+    assert set(turn["components"]) >= {"intent", "retrieval", "satisfaction"}
+    assert math.isclose(turn["reward"], sum(turn["weighted"].values()), abs_tol=1e-9)
+    assert "data:image/png;base64" in report.read_text()
+
+
+def test_score_scores_valid_lines_and_reports_invalid_ones_by_line(debug_run, tmp_path, capsys):
+    out, _, _ = debug_run
+    turns = tmp_path / "turns.jsonl"
+    good = {"history": [{"role": "customer", "text": "I want to book a doctor appointment"}], "reply": "Sure."}
+    turns.write_text(json.dumps(good) + "\n" + '{"history": [], "reply": 3}\n', encoding="utf-8")
+    scores = tmp_path / "scores.jsonl"
+    assert main(["score", "--run", str(out), "--input", str(turns), "--out", str(scores)]) == 0
+    results = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(results) == 1 and set(results[0]["components"]) >= {"intent", "retrieval", "satisfaction"}
+    err = capsys.readouterr().err
+    assert f"{turns}:2: field 'history'" in err and "scored 1 turn(s), 1 invalid line(s) skipped" in err
+
+
+def test_subset_keeps_the_most_frequent_intents_and_their_documents(star_corpus):
+    small = subset_corpus(star_corpus, max_intents=2, max_conversations=10)
+    assert len({c.intent for c in small.conversations}) == 2
+    assert all(n <= 10 for n in [len(small.split(s)) for s in ("train", "validation", "test")])
+    ids = {d.id for d in small.knowledge_base}
+    assert all(d.id in ids for c in small.conversations for t in c.turns for d in t.results)
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    config = TrainConfig.from_preset("quick", data=DataConfig(seed=3), credit="turn")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"unknown config keys \['rewardz'\]"):
+        TrainConfig.from_dict({**config.to_dict(), "rewardz": {}})
+    with pytest.raises(ValueError, match="preset='fast'"):
+        TrainConfig.from_preset("fast")

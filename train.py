@@ -1,0 +1,23 @@
+"""The training entry point: ``python train.py [options]`` is ``csrl train [options]``.
+
+The stages and their configuration live in :mod:`dialogue.training`; this file only hands the
+command line over, so that the import direction stays ``data`` ← ``rewards`` ← ``env`` ←
+``dialogue`` ← ``train.py``.
+
+    python train.py --preset quick --out runs/quick
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dialogue.cli import main
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``csrl train`` with ``argv`` (default: the process arguments)."""
+    return main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(run())
