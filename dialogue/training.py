@@ -20,12 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewards.stack import RewardTrainingConfig
-
 from data import Conversation, Corpus, load_corpus
 from dialogue.config import PRESETS, PolicyConfig, PPOConfig, SFTConfig
 from env import EnvConfig
 from rewards.config import RewardConfig
+from rewards.stack import RewardTrainingConfig
 
 CONFIG_FILE = "config.json"
 DONE = "DONE"
@@ -234,9 +233,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         FileExistsError: ``out`` already holds a run and ``resume`` is False (nothing is overwritten).
         ValueError: ``resume`` with a config that differs from the saved one.
     """
-    from rewards.stack import build_reward_stack
-
     from dialogue.ppo_trainer import train_ppo
+    from rewards.stack import build_reward_stack
 
     run = Path(out)
     if (run / CONFIG_FILE).exists():
