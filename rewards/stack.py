@@ -222,12 +222,16 @@ def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int =
     intent = evaluate_intent(stack.intent, conversations)
     metrics["intent.accuracy"] = {"value": intent["accuracy"], "n": intent["n"]}
     metrics["intent.macro_f1"] = {"value": intent["macro_f1"], "n": intent["n"]}
+    for part in ("single_task", "multi_task"):  # STAR: multi-task dialogues switch intent mid-conversation
+        metrics[f"intent.accuracy_{part}"] = {"value": intent[part]["accuracy"], "n": intent[part]["n"]}
     satisfaction = evaluate_satisfaction(stack.satisfaction, conversations, max_contexts=max_turns, seed=seed)
     metrics["satisfaction.auc"] = {"value": satisfaction["auc"], "n": satisfaction["n"]}
     metrics["satisfaction.macro_f1"] = {"value": satisfaction["macro_f1"], "n": satisfaction["n"]}
     recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5))
     for k in (1, 5):
         metrics[f"retrieval.recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
+        # a document the query cannot tell apart from the logged one counts (STAR's records repeat, see README)
+        metrics[f"retrieval.recall_equivalent@{k}"] = {"value": recall[f"recall_equivalent@{k}"], "n": recall["n"]}
     for kind, result in integrity_check(stack.reward, conversations, max_turns=max_turns, seed=seed).items():
         metrics[f"integrity.{kind}"] = {"value": result["accuracy"], "n": result["n"]}
     metrics["details"] = {"intent": intent, "satisfaction": satisfaction, "retrieval": recall}
