@@ -153,7 +153,7 @@ class SFTConfig:
         values = {
             "debug": dict(max_conversations=50, max_steps=8, per_device_train_batch_size=8, max_length=256,
                           logging_steps=2, learning_rate=3e-3, warmup_ratio=0.0),
-            "quick": dict(max_conversations=300, max_steps=70, per_device_train_batch_size=16, max_length=320,
+            "quick": dict(max_conversations=600, max_steps=300, per_device_train_batch_size=16, max_length=256,
                           learning_rate=1e-3),
             "full": dict(num_train_epochs=3.0, per_device_train_batch_size=32, max_length=1024, learning_rate=5e-4),
         }[name]  # fmt: skip
@@ -237,7 +237,7 @@ class PPOConfig:
             "debug": dict(rollout_batch_size=2, turns_per_episode=2, total_iterations=2, minibatch_size=2,
                           update_epochs=1),
             "quick": dict(rollout_batch_size=8, turns_per_episode=4, total_iterations=40, minibatch_size=8,
-                          learning_rate=3e-5),
+                          learning_rate=5e-5),
             "full": dict(rollout_batch_size=64, turns_per_episode=10, total_iterations=500, minibatch_size=32,
                          update_epochs=4),
         }[name]  # fmt: skip
