@@ -41,6 +41,20 @@ class TurnContext:
         """The customer's messages so far, oldest first."""
         return [t.text for t in self.history if t.role == "customer"]
 
+    def last_customer_message(self) -> str:
+        """The customer's latest message (``""`` before they said anything).
+
+        >>> ctx = TurnContext((Turn("customer", "hi"), Turn("agent", "Hello!"), Turn("customer", "book a table")), "ok")
+        >>> ctx.last_customer_message(), ctx.previous_agent_replies()
+        ('book a table', ['Hello!'])
+        """
+        said = self.customer_messages()
+        return said[-1] if said else ""
+
+    def previous_agent_replies(self) -> list[str]:
+        """The agent's earlier replies in this dialogue, oldest first."""
+        return [t.text for t in self.history if t.role == "agent"]
+
     def need_text(self) -> str:
         """What the customer wants: all their messages so far, newest first (so truncation drops the oldest)."""
         return " ".join(self.customer_messages()[::-1])

@@ -1,8 +1,27 @@
-"""The answer / satisfaction stage: P(the customer reacts positively to this reply), in ``[0, 1]``.
+"""The answer / satisfaction stage: P(the customer reacts positively to this reply, *at this moment*), in ``[0, 1]``.
 
-The classifier reads the last three rounds (``ctx.recent_text()``) and the reply through the
-shared encoder: ``u = emb(recent_text)``, ``v = emb(reply)``, features ``[u, v, u*v, |u−v|]``
--> MLP -> sigmoid.
+The classifier (:class:`SatisfactionClassifier`, :func:`pair_features`) reads four embeddings of
+the shared encoder and a few hand-made numbers:
+
+- ``n = emb(ctx.need_text())`` (all the customer's messages, newest first: the intent and
+  retrieval stages embed the same text, so it is free in the composite), ``w = emb(last customer
+  message)`` (short), ``p = emb(the agent's previous reply)`` (short, ``""`` at the first reply;
+  in a rollout it was embedded when the turn before was scored) and ``v = emb(reply)`` (embedded
+  by the other stages too);
+- vector features ``[n, w, p, v, v*w, |v−w|, v*p, v*n]`` and ``cos(v, w)``, ``cos(v, p)``, ``cos(v, n)``;
+- :func:`context_scalars` (no encoder): the reply's largest word-set Jaccard with an earlier agent
+  reply and whether it repeats one exactly (saying again what was said is a wrong moment), its
+  Jaccard with the last customer message (a parrot), the number of customer messages and of
+  earlier agent replies (clipped at ``POSITION_CAP`` and divided by it: a closing "anything
+  else?" at the second turn is a wrong moment), whether the agent has not spoken yet, and the
+  reply's length in words (clipped at 50, /50), the share of its words (3+ letters) that no
+  earlier customer or agent message used (a reply from later brings facts not said yet), the share
+  of the last customer message's words it takes up, the number of searches so far (clipped at 5,
+  /5) and whether the agent searched since its last reply (results are due);
+
+-> MLP (one hidden GELU layer) -> sigmoid. Saved folders carry ``"format": 2`` and the scalar
+names; :meth:`SatisfactionClassifier.load` refuses other formats (the earlier ``[u, v, u*v, |u−v|]``
+over ``recent_text``) with a ``ValueError``.
 
 How training labels are made (:func:`satisfaction_examples`), for each logged agent turn with text:
 
@@ -19,10 +38,13 @@ How training labels are made (:func:`satisfaction_examples`), for each logged ag
    ``satisfied`` (or, when satisfaction is unknown, ``completed``), 0 if it is not (a disconnect
    or an unhappy ending); skipped when the logs have no outcome.
 5. **Synthetic negatives** (label 0), one per logged example, in the same context, so that the
-   model learns that a bad reply makes a customer unhappy (the logs hold few unhappy turns): the
-   reply of a turn from a conversation with another intent, another reply of the same
-   conversation (the wrong moment), a generic reply ("ok", "thanks", ""), or the customer's own
-   last message parroted back — one kind drawn at random per example, seeded.
+   model learns that a bad reply makes a customer unhappy (the logs hold few unhappy turns). The
+   kind is drawn with ``SYNTHETIC_WEIGHTS``: the reply of a turn from a conversation with another
+   intent (0.1); another reply of the same conversation from *earlier* (0.25; it is in the
+   history already) or from *later* (0.4; e.g. the closing line at the start) — the wrong
+   moment, 65% of the negatives, taking a sibling from the other side when one side has none;
+   a generic reply ("ok", "thanks", "", 0.1); the customer's own last message parroted back
+   (0.15). A kind with no candidate falls back to a generic reply. Seeded.
 
 On STAR's train split (4,789 conversations, 42,673 agent turns; no per-turn ratings; outcomes
 mostly satisfied) this gives, with ``seed=0`` (``python -m rewards.satisfaction`` prints them):
@@ -31,8 +53,9 @@ mostly satisfied) this gives, with ``seed=0`` (``python -m rewards.satisfaction`
   in a satisfied conversation 28,945; ended satisfied 4,466) and 660 negative (complaint 381,
   repeat 47, disconnect / unhappy ending 232); skipped 1,578 (neutral next message in a
   conversation that was not satisfied);
-- synthetic negatives: 41,095 (other intent 10,179, same conversation 10,323, generic 10,353,
-  parrot 10,240; "generic" includes the fallbacks when a kind found no candidate).
+- synthetic negatives: 41,095 (same conversation earlier 10,949 and later 15,722, other intent
+  4,136, generic 4,208, parrot 6,080; "generic" includes the fallbacks when a kind found no
+  candidate).
 
 So most positive labels mean "the conversation went on and ended well", and most negatives are
 synthetic: the stage mostly learns *is this a fitting reply here*, with the logged complaints,
@@ -64,7 +87,10 @@ from rewards.intent import _check_encoder, fit_head, macro_f1, subsample
 WEIGHTS_FILE = "satisfaction_head.safetensors"
 CONFIG_FILE = "satisfaction_config.json"
 GENERIC_REPLIES = ("ok", "thanks", "", "Okay.", "Thank you.", "Sure.", "I see.", "Hello.")
-SYNTHETIC_KINDS = ("other_intent", "same_conversation", "generic", "parrot")
+SYNTHETIC_KINDS = ("other_intent", "same_conversation_earlier", "same_conversation_later", "generic", "parrot")
+SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.4, 0.1, 0.15)  # P(kind) of each synthetic negative; wrong moments are half
+FORMAT = 2  # the saved format: 1 (no "format" key) read [emb(recent_text), emb(reply)] and is refused
+POSITION_CAP = 10  # customer/agent message counts are clipped here and divided by it
 
 # Reactions to the agent's last reply. Complaints are checked before thanks ("thanks for nothing").
 _COMPLAINT = re.compile(
@@ -126,9 +152,13 @@ def rating_label(rating: int) -> int | None:
 
 
 class SatisfactionExample(NamedTuple):
-    """A (context, reply) pair with its label; ``source`` says how the label was made."""
+    """A (context, reply) pair with its label; ``source`` says how the label was made.
 
-    recent_text: str
+    ``context`` is the logged turn's context (its own ``reply`` is the logged one); ``reply`` is the
+    reply being labelled (the logged one, or a synthetic negative).
+    """
+
+    context: TurnContext
     reply: str
     label: int
     source: str
@@ -200,19 +230,22 @@ def satisfaction_examples(
         per_conversation.append(kept)
     if max_contexts is not None:
         logged = [logged[i] for i in subsample(len(logged), max_contexts, seed)]
-    examples = [SatisfactionExample(ctx.recent_text(), ctx.reply, label, source) for _, ctx, label, source in logged]
+    examples = [SatisfactionExample(ctx, ctx.reply, label, source) for _, ctx, label, source in logged]
     if not synthetic:
         return examples
     pool = [(ci, ctx) for ci, kept in enumerate(per_conversation) for ctx in kept]
-    for n, (ci, ctx, _, _) in enumerate(logged):
-        reply, kind = _synthetic_reply(n, ci, ctx, conversations, per_conversation, pool, rng)
-        examples.append(SatisfactionExample(ctx.recent_text(), reply, 0, kind))
+    for ci, ctx, _, _ in logged:
+        reply, kind = _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng)
+        examples.append(SatisfactionExample(ctx, reply, 0, kind))
     return examples
 
 
-def _synthetic_reply(n, ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
-    """A bad reply for ``ctx``: a kind drawn at random, falling back to a generic reply when it has no candidate."""
-    kind = SYNTHETIC_KINDS[int(rng.integers(len(SYNTHETIC_KINDS)))]
+def _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
+    """A bad reply for ``ctx``: a kind drawn by ``SYNTHETIC_WEIGHTS``, falling back to a generic reply.
+
+    A wrong-moment kind with no sibling on its side (earlier / later) takes one from the other side.
+    """
+    kind = SYNTHETIC_KINDS[int(rng.choice(len(SYNTHETIC_KINDS), p=SYNTHETIC_WEIGHTS))]
     intent = ctx.gold_intent or conversations[ci].intent
     if kind == "other_intent":
         for _ in range(20):
@@ -220,10 +253,17 @@ def _synthetic_reply(n, ci, ctx, conversations, per_conversation, pool, rng) -> 
             other_intent = other.gold_intent or conversations[oc].intent
             if other_intent != intent and other.reply != ctx.reply:
                 return other.reply, kind
-    elif kind == "same_conversation":
-        siblings = [c.reply for c in per_conversation[ci] if c.reply != ctx.reply]
-        if siblings:
-            return siblings[int(rng.integers(len(siblings)))], kind
+    elif kind.startswith("same_conversation"):
+        kept = per_conversation[ci]
+        here = next(i for i, c in enumerate(kept) if c is ctx)
+        earlier = [c.reply for c in kept[:here] if c.reply != ctx.reply]
+        later = [c.reply for c in kept[here + 1 :] if c.reply != ctx.reply]
+        sides = [("same_conversation_earlier", earlier), ("same_conversation_later", later)]
+        if kind == "same_conversation_later":
+            sides.reverse()
+        for side, siblings in sides:
+            if siblings:
+                return siblings[int(rng.integers(len(siblings)))], side
     elif kind == "parrot":
         said = ctx.customer_messages()
         if said and said[-1] != ctx.reply:
@@ -245,26 +285,93 @@ def label_counts(examples: Sequence[SatisfactionExample]) -> dict:
 # ---------------------------------------------------------------------------------------------- model
 
 
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+SCALAR_NAMES = (
+    "repeat_max",  # max word-set Jaccard of the reply with each earlier agent reply (0 when none)
+    "repeat_exact",  # 1 if the reply equals an earlier agent reply (case and spaces ignored)
+    "parrot",  # word-set Jaccard of the reply with the last customer message
+    "customer_position",  # customer messages so far, min(n, POSITION_CAP) / POSITION_CAP
+    "agent_position",  # earlier agent replies, min(n, POSITION_CAP) / POSITION_CAP
+    "first_reply",  # 1 if the agent has not spoken yet
+    "reply_length",  # reply words, min(n, 50) / 50
+    "novel_words",  # share of the reply's words (3+ letters) that no earlier customer/agent message used
+    "answers_last",  # share of the last customer message's words (3+ letters) that the reply uses
+    "searches",  # tool turns so far, min(n, 5) / 5
+    "just_searched",  # 1 if a tool turn came after the last agent reply (results are due)
+)
+
+
+def context_scalars(ctx: TurnContext, reply: str) -> list[float]:
+    """The hand-made features of ``reply`` at ``ctx`` (no encoder), in ``SCALAR_NAMES`` order.
+
+    >>> from data.schema import Turn
+    >>> ctx = TurnContext((Turn("customer", "hi"), Turn("agent", "What is your name?"), Turn("customer", "Sam")), "")
+    >>> context_scalars(ctx, "what is your  name?")
+    [1.0, 1.0, 0.0, 0.2, 0.1, 0.0, 0.08, 0.0, 0.0, 0.0, 0.0]
+    """
+    words = _words(reply)
+    earlier = ctx.previous_agent_replies()
+    normal = " ".join(reply.lower().split())
+    said = ctx.customer_messages()
+    seen = set().union(*(_words(t.text) for t in ctx.history if t.role in ("customer", "agent")))
+    long_words = {x for x in words if len(x) >= 3}
+    last = {x for x in _words(said[-1]) if len(x) >= 3} if said else set()
+    roles = [t.role for t in ctx.history]
+    last_agent = max((i for i, r in enumerate(roles) if r == "agent"), default=-1)
+    return [
+        max((_jaccard(words, _words(r)) for r in earlier), default=0.0),
+        float(any(" ".join(r.lower().split()) == normal for r in earlier)),
+        _jaccard(words, _words(said[-1])) if said else 0.0,
+        min(len(said), POSITION_CAP) / POSITION_CAP,
+        min(len(earlier), POSITION_CAP) / POSITION_CAP,
+        float(not earlier),
+        min(len(reply.split()), 50) / 50,
+        len(long_words - seen) / len(long_words) if long_words else 0.0,
+        len(last & long_words) / len(last) if last else 0.0,
+        min(roles.count("tool"), 5) / 5,
+        float("tool" in roles[last_agent + 1 :]),
+    ]
+
+
+def feature_dim(dim: int) -> int:
+    """Width of :func:`pair_features` for encoder width ``dim``."""
+    return 8 * dim + 3 + len(SCALAR_NAMES)
+
+
 class SatisfactionHead(nn.Module):
-    """``[u, v, u*v, |u−v|]`` ``(B, 4·dim)`` -> one logit ``(B,)``."""
+    """:func:`pair_features` ``(B, feature_dim(dim))`` -> one logit ``(B,)``."""
 
     def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(4 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim(dim), hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of pair features."""
         return self.net(features).squeeze(-1)
 
 
-def pair_features(u: np.ndarray, v: np.ndarray) -> torch.Tensor:
-    """``[u, v, u*v, |u−v|]`` from context embeddings ``u`` and reply embeddings ``v``, both ``(n, dim)``."""
-    u_t, v_t = torch.from_numpy(np.asarray(u, np.float32)), torch.from_numpy(np.asarray(v, np.float32))
-    return torch.cat([u_t, v_t, u_t * v_t, (u_t - v_t).abs()], dim=-1)  # (n, 4·dim)
+def pair_features(
+    n: np.ndarray, w: np.ndarray, p: np.ndarray, v: np.ndarray, scalars: np.ndarray
+) -> torch.Tensor:
+    """``[n, w, p, v, v*w, |v−w|, v*p, v*n, cos(v, w), cos(v, p), cos(v, n), scalars]``, rows ``(B, ·)``.
+
+    ``n``, ``w``, ``p``, ``v``: unit embeddings of the need text, the last customer message, the
+    agent's previous reply (of ``""`` when none) and the reply; ``scalars``: :func:`context_scalars`
+    rows ``(B, len(SCALAR_NAMES))``.
+    """
+    n_t, w_t, p_t, v_t = (torch.from_numpy(np.asarray(a, np.float32)) for a in (n, w, p, v))
+    s_t = torch.from_numpy(np.asarray(scalars, np.float32)).reshape(len(v_t), len(SCALAR_NAMES))
+    cosines = [(v_t * x).sum(-1, keepdim=True) for x in (w_t, p_t, n_t)]
+    return torch.cat([n_t, w_t, p_t, v_t, v_t * w_t, (v_t - w_t).abs(), v_t * p_t, v_t * n_t, *cosines, s_t], dim=-1)
 
 
 class SatisfactionClassifier:
-    """P(the customer reacts positively) from the recent dialogue and a reply.
+    """P(the customer reacts positively) to a reply at this moment of the dialogue.
 
     Args:
         encoder: the shared :class:`TextEncoder`.
@@ -277,15 +384,37 @@ class SatisfactionClassifier:
         self.head = head.eval()
         self.hidden = hidden
 
-    def predict_proba(self, recent_texts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
-        """``(n,)`` probabilities that the customer reacts positively to each reply."""
-        if isinstance(recent_texts, str) or isinstance(replies, str):
-            raise TypeError("predict_proba takes lists of texts, not single strings")
-        if len(recent_texts) != len(replies):
-            raise ValueError(f"got {len(recent_texts)} contexts but {len(replies)} replies; pass one reply per context")
-        if not len(replies):
+    def features(self, contexts: Sequence[TurnContext], replies: Sequence[str] | None = None) -> torch.Tensor:
+        """:func:`pair_features` of each reply (default: each context's own) in its context.
+
+        One encoder call embeds the need texts (shared with the intent and retrieval stages), the
+        last customer messages, the agent's previous replies (each scored, so cached, at the turn
+        before in a rollout) and the replies.
+        """
+        contexts = list(contexts)
+        replies = [c.reply for c in contexts] if replies is None else list(replies)
+        if isinstance(replies, str):
+            raise TypeError("replies is a list of texts, not a single string")
+        if len(contexts) != len(replies):
+            raise ValueError(f"got {len(contexts)} contexts but {len(replies)} replies; pass one reply per context")
+        k = len(contexts)
+        if not k:
+            return torch.zeros(0, feature_dim(self.encoder.dim))
+        previous = [(c.previous_agent_replies() or [""])[-1] for c in contexts]
+        texts = [c.need_text() for c in contexts] + [c.last_customer_message() for c in contexts] + previous + replies
+        e = self.encoder.encode(texts)
+        scalars = np.array([context_scalars(c, r) for c, r in zip(contexts, replies, strict=True)], np.float32)
+        return pair_features(e[:k], e[k : 2 * k], e[2 * k : 3 * k], e[3 * k :], scalars)
+
+    def predict_proba(self, contexts: Sequence[TurnContext], replies: Sequence[str] | None = None) -> np.ndarray:
+        """``(n,)`` probabilities that the customer reacts positively to each reply (default: ``ctx.reply``)."""
+        if isinstance(contexts, (str, TurnContext)):
+            raise TypeError("predict_proba takes a list of TurnContexts")
+        if replies is not None and len(contexts) != len(replies):
+            raise ValueError(f"got {len(contexts)} contexts but {len(replies)} replies; pass one reply per context")
+        if not len(contexts):
             return np.zeros(0, dtype=np.float32)
-        features = pair_features(self.encoder.encode(list(recent_texts)), self.encoder.encode(list(replies)))
+        features = self.features(contexts, replies)
         with torch.no_grad():
             return torch.sigmoid(self.head(features)).numpy()
 
@@ -296,19 +425,37 @@ class SatisfactionClassifier:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
-        config = {"encoder": self.encoder.name, "dim": self.encoder.dim, "hidden": self.hidden}
+        config = {
+            "format": FORMAT,
+            "encoder": self.encoder.name,
+            "dim": self.encoder.dim,
+            "hidden": self.hidden,
+            "scalars": list(SCALAR_NAMES),
+            "position_cap": POSITION_CAP,
+        }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, encoder: TextEncoder) -> SatisfactionClassifier:
-        """Rebuild a saved classifier on ``encoder`` (which must be the one it was trained with)."""
+        """Rebuild a saved classifier on ``encoder`` (which must be the one it was trained with).
+
+        Raises:
+            ValueError: no classifier in ``folder``, another encoder, or an older feature format.
+        """
         from safetensors.torch import load_file
 
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
             raise ValueError(f"{folder} holds no satisfaction classifier: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
         config = json.loads((folder / CONFIG_FILE).read_text())
+        found = config.get("format", 1)
+        if found != FORMAT or config.get("scalars") != list(SCALAR_NAMES) or config.get("position_cap") != POSITION_CAP:
+            raise ValueError(
+                f"{folder} holds a satisfaction classifier of format {found} (features "
+                f"{config.get('scalars')}), this code reads format {FORMAT} (features {list(SCALAR_NAMES)}): "
+                "retrain it (delete the folder, or train into a new run)"
+            )
         _check_encoder(config, encoder, folder)
         head = SatisfactionHead(config["dim"], hidden=config["hidden"])
         head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
@@ -365,12 +512,14 @@ def train_satisfaction_classifier(
             f"all {len(examples)} examples have label {examples[0].label}; the classifier needs both 0 and 1"
         )
     examples = [examples[i] for i in subsample(len(examples), config.max_examples, config.seed)]
-    x = pair_features(encoder.encode([e.recent_text for e in examples]), encoder.encode([e.reply for e in examples]))
-    y = torch.tensor([float(e.label) for e in examples])  # (N,)
     torch.manual_seed(config.seed)
     head = SatisfactionHead(encoder.dim, hidden=config.hidden)
+    classifier = SatisfactionClassifier(encoder, head, config.hidden)
+    x = classifier.features([e.context for e in examples], [e.reply for e in examples])
+    y = torch.tensor([float(e.label) for e in examples])  # (N,)
     fit_head(head, x, y, nn.BCEWithLogitsLoss(), config)
-    return SatisfactionClassifier(encoder, head, config.hidden)
+    classifier.head = head.eval()
+    return classifier
 
 
 def train_satisfaction_from_logs(
@@ -394,7 +543,7 @@ def train_satisfaction_from_logs(
 
 
 class SatisfactionReward:
-    """Reward component: P(the customer reacts positively) in ``[0, 1]`` from the last three rounds and the reply."""
+    """Reward component: P(the customer reacts positively) in ``[0, 1]`` to the reply at this moment."""
 
     def __init__(self, classifier: SatisfactionClassifier):
         self.classifier = classifier
@@ -402,7 +551,7 @@ class SatisfactionReward:
     def score(self, contexts: Sequence[TurnContext]) -> list[float]:
         """One probability per context."""
         contexts = list(contexts)
-        proba = self.classifier.predict_proba([c.recent_text() for c in contexts], [c.reply for c in contexts])
+        proba = self.classifier.predict_proba(contexts)
         return [float(p) for p in proba]
 
 
@@ -452,7 +601,7 @@ def evaluate_satisfaction(
     examples = satisfaction_examples(conversations, seed, max_contexts=max_contexts)
     if not examples:
         raise ValueError("no labelled agent turns to evaluate: pass held-out conversations with outcomes or ratings")
-    proba = classifier.predict_proba([e.recent_text for e in examples], [e.reply for e in examples])
+    proba = classifier.predict_proba([e.context for e in examples], [e.reply for e in examples])
     labels = np.array([e.label for e in examples])
     predicted = (proba >= threshold).astype(int)
     synthetic = np.array([e.source in SYNTHETIC_KINDS for e in examples])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,15 +11,17 @@ import torch
 from data.schema import Conversation
 from rewards.context import contexts_from_conversation
 from rewards.satisfaction import (
+    SCALAR_NAMES,
     SYNTHETIC_KINDS,
     SatisfactionClassifier,
     SatisfactionExample,
     SatisfactionHead,
     SatisfactionReward,
     SatisfactionTrainConfig,
+    context_scalars,
     evaluate_satisfaction,
+    feature_dim,
     logged_label,
-    pair_features,
     rating_label,
     reaction_label,
     roc_auc,
@@ -106,7 +110,7 @@ def test_examples_pair_each_logged_turn_with_a_synthetic_negative_in_the_same_co
     ]
     assert len(synthetic) == 2
     assert all(e.label == 0 and e.source in SYNTHETIC_KINDS for e in synthetic)
-    assert [e.recent_text for e in synthetic] == [e.recent_text for e in logged]
+    assert [e.context for e in synthetic] == [e.context for e in logged]
     assert all(s.reply != real.reply for s, real in zip(synthetic, logged, strict=True))
     assert satisfaction_examples([conv], seed=0) == examples  # seeded
 
@@ -116,7 +120,32 @@ def test_every_synthetic_kind_appears_and_parrot_repeats_the_customer(star_corpu
     kinds = {e.source for e in examples if e.label == 0}
     assert set(SYNTHETIC_KINDS) <= kinds
     parrots = [e for e in examples if e.source == "parrot"]
-    assert all(e.recent_text.rstrip().endswith("customer: " + e.reply) for e in parrots)
+    assert parrots and all(e.context.last_customer_message() == e.reply for e in parrots)
+
+
+def test_wrong_moment_negatives_come_from_the_right_side_of_the_conversation(star_corpus):
+    examples = satisfaction_examples(star_corpus.split("test")[:40], seed=1)
+    earlier = [e for e in examples if e.source == "same_conversation_earlier"]
+    later = [e for e in examples if e.source == "same_conversation_later"]
+    assert earlier and later
+    assert all(e.reply in e.context.previous_agent_replies() for e in earlier)  # already said: in the history
+    # a later reply is mostly new here (STAR agents sometimes say the same line twice)
+    assert np.mean([e.reply in e.context.previous_agent_replies() for e in later]) < 0.2
+    assert all(e.reply != e.context.reply for e in earlier + later)
+    wrong_moment = len(earlier) + len(later)
+    assert wrong_moment / sum(e.label == 0 for e in examples) > 0.4  # about half of the synthetic negatives
+
+
+def test_context_scalars_see_a_repeated_reply_and_the_position():
+    conv = conversation(
+        [customer("My card was stolen"), agent("Could I get your name?"), customer("Sam Lee"), agent("Reported.")]
+    )
+    second = contexts_from_conversation(conv)[1]
+    repeat = dict(zip(SCALAR_NAMES, context_scalars(second, "could I get your NAME?"), strict=True))
+    fresh = dict(zip(SCALAR_NAMES, context_scalars(second, "Reported."), strict=True))
+    assert repeat["repeat_max"] == repeat["repeat_exact"] == 1.0
+    assert fresh["repeat_max"] == fresh["repeat_exact"] == 0.0
+    assert fresh["customer_position"] == 0.2 and fresh["agent_position"] == 0.1 and fresh["first_reply"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -188,9 +217,12 @@ def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     reloaded = SatisfactionClassifier.load(tmp_path, TextEncoder())
-    contexts = ["customer: my card was stolen", "customer: hi\nagent: hello\ncustomer: book a table"]
+    contexts = contexts_from_conversation(
+        conversation([customer("my card was stolen"), agent("Your name?"), customer("Sam"), agent("Reported.")])
+    )
     replies = ["I can report that for you.", "ok"]
-    features = pair_features(classifier.encoder.encode(contexts), classifier.encoder.encode(replies))
+    features = classifier.features(contexts, replies)
+    assert features.shape == (2, feature_dim(classifier.encoder.dim))
     with torch.no_grad():
         np.testing.assert_array_equal(reloaded.head(features).numpy(), classifier.head(features).numpy())
     # through each one's own encoder: batching may move float32 embeddings by ~1e-7
@@ -201,4 +233,14 @@ def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkey
 
 def test_load_refuses_a_folder_without_a_classifier(tmp_path, encoder):
     with pytest.raises(ValueError, match="holds no satisfaction classifier"):
+        SatisfactionClassifier.load(tmp_path, encoder)
+
+
+def test_load_refuses_an_old_format_folder(trained, tmp_path, encoder):
+    classifier, _ = trained
+    classifier.save(tmp_path)
+    config_file = tmp_path / "satisfaction_config.json"
+    old = {"encoder": encoder.name, "dim": encoder.dim, "hidden": 256}  # format 1: no "format" key
+    config_file.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="format 1 .*retrain"):
         SatisfactionClassifier.load(tmp_path, encoder)
