@@ -108,3 +108,45 @@ def test_config_round_trips_and_refuses_unknown_keys():
         TrainConfig.from_dict({**config.to_dict(), "rewardz": {}})
     with pytest.raises(ValueError, match="preset='fast'"):
         TrainConfig.from_preset("fast")
+
+
+def _off_topic(conversations, intent):
+    """What a logged agent said in a conversation about another intent."""
+    other = next(c for c in conversations if c.intent != intent)
+    return "reply: " + next(t.text for t in other.turns if t.role == "agent" and len(t.text.split()) > 4)
+
+
+def test_reactive_customer_sours_on_off_topic_replies_and_leaves(debug_run):
+    from dialogue.runs import open_run
+    from env import ConversationEnv, EnvConfig
+
+    out, _, _ = debug_run
+    run = open_run(out)
+    test = run.corpus.split("test")
+
+    def make(leave_threshold):
+        config = EnvConfig(simulator="reactive", leave_threshold=leave_threshold)
+        return ConversationEnv(test, run.stack.reward, run.stack.retriever, config, encoder=run.stack.encoder)
+
+    env = make(0.0)
+    logged, off = [], []
+    for seed in range(6):
+        env.reset(seed=seed)
+        off_topic = _off_topic(test, env.current_intent)
+        logged.append(env.step(env.logged_action())[4]["sentiment"])
+        env.reset(seed=seed)
+        off.append(env.step(off_topic)[4]["sentiment"])
+    assert sum(off) < sum(logged), (off, logged)
+
+    # a customer who leaves below the midpoint stays with the logged agent but walks out on the off-topic one
+    env = make((sum(off) + sum(logged)) / (2 * len(off)))
+    left_at = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        off_topic = _off_topic(test, env.current_intent)
+        for turn in range(1, 9):
+            _, _, terminated, _, info = env.step(off_topic)
+            if terminated:
+                break
+        left_at.append(turn if info["customer_left"] else None)
+    assert any(t is not None for t in left_at), f"the customer never left: {left_at}"
