@@ -140,13 +140,13 @@ def test_reactive_customer_sours_on_off_topic_replies_and_leaves(debug_run):
 
     # a customer who leaves below the midpoint stays with the logged agent but walks out on the off-topic one
     env = make((sum(off) + sum(logged)) / (2 * len(off)))
-    left_at = []
+    left = []
     for seed in range(6):
         env.reset(seed=seed)
         off_topic = _off_topic(test, env.current_intent)
-        for turn in range(1, 9):
+        for _ in range(8):
             _, _, terminated, _, info = env.step(off_topic)
             if terminated:
                 break
-        left_at.append(turn if info["customer_left"] else None)
-    assert any(t is not None for t in left_at), f"the customer never left: {left_at}"
+        left.append(info["customer_left"])
+    assert any(left), "the customer never left"
