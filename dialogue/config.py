@@ -236,7 +236,7 @@ class PPOConfig:
         values = {
             "debug": dict(rollout_batch_size=2, turns_per_episode=2, total_iterations=2, minibatch_size=2,
                           update_epochs=1),
-            "quick": dict(rollout_batch_size=8, turns_per_episode=4, total_iterations=40, minibatch_size=8,
+            "quick": dict(rollout_batch_size=8, turns_per_episode=4, total_iterations=24, minibatch_size=8,
                           learning_rate=5e-5),
             "full": dict(rollout_batch_size=64, turns_per_episode=10, total_iterations=500, minibatch_size=32,
                          update_epochs=4),
