@@ -67,6 +67,8 @@ def _quiet_libraries() -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from dialogue.training import DataConfig, TrainConfig, load_config, train
 
     out = args.out or f"runs/{args.preset}" + (f"-{args.credit}" if args.credit else "")
@@ -77,6 +79,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         data = DataConfig(source=args.data, kb=args.kb, seed=args.seed)
         config = TrainConfig.from_preset(args.preset, data=data, credit=args.credit)
+    if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
+        config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
     train(config, out, resume=args.resume, progress=not args.quiet)
     print(f"trained: {out}  (next: csrl eval --run {out} --json)")
     return 0
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run folder (default runs/PRESET)")
     train.add_argument("--seed", type=int, default=0, help="split seed")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--ppo-iterations", type=int, default=None, help="PPO iterations (default: the preset's)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_train)
 

@@ -226,6 +226,13 @@ def load_config(run: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(json.loads(path.read_text()))
 
 
+def _comparable(config: TrainConfig) -> dict:
+    """The settings a resumed run must keep: all but the PPO length (a run may be continued for longer)."""
+    values = config.to_dict()
+    values["ppo"] = {k: v for k, v in values["ppo"].items() if k != "total_iterations"}
+    return values
+
+
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Run (or continue) every stage of a training run in ``out``; returns a summary dict.
 
@@ -243,8 +250,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                 f"{run} already holds a run; pass --resume to continue it, or choose another --out"
             )
         saved = load_config(run)
-        if saved.to_dict() != config.to_dict():
-            changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+        if _comparable(saved) != _comparable(config):
+            changed = sorted(k for k, v in _comparable(config).items() if _comparable(saved).get(k) != v)
             raise ValueError(
                 f"{run} was started with another config (differs in {changed}); resume with the same preset and "
                 "options, or choose another --out"
