@@ -45,7 +45,8 @@ class Run:
         """A :class:`~dialogue.scoring.TurnScorer` over the run's reward, KB and intents."""
         from dialogue.scoring import TurnScorer
 
-        return TurnScorer(self.stack.reward, self.corpus.knowledge_base, self.stack.intents)
+        # the reward folder holds its own copy of the KB: scoring never reloads the logs
+        return TurnScorer(self.stack.reward, self.stack.documents, self.stack.intents)
 
     def policy_folder(self, which: str) -> Path:
         """Where policy ``which`` (``ppo`` or ``sft``) is saved; a missing one is a clear error."""
