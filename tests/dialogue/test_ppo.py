@@ -18,13 +18,7 @@ from dialogue.rollout import play_episodes
 CONFIG = PPOConfig.preset("debug", learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and loses a lot when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

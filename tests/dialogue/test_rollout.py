@@ -34,13 +34,7 @@ TAUGHT_TURN = "intent: weather\nsearch: weather Detroit\nresults: [1] weather: s
 GENERATION = PolicyConfig.preset("debug", vocab_size=400, max_new_tokens=40, results_char_budget=80)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and loses a lot when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class KeywordSearcher:
