@@ -21,7 +21,6 @@ randomness of an iteration (environment resets, sampling, minibatch order) is se
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -271,17 +270,16 @@ def train_ppo(
     )
 
     reference_dir = run_dir / "reference"
-    if found and (reference_dir / "policy.json").is_file():
-        reference = ActorCritic.load(reference_dir).to(policy.device)
-    else:
-        reference = copy.deepcopy(policy)
+    if not (found and (reference_dir / "policy.json").is_file()):
         tmp = run_dir / ".reference.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
-        reference.save(tmp)
+        policy.save(tmp)
         if reference_dir.exists():
             shutil.rmtree(reference_dir)
         os.replace(tmp, reference_dir)
+    # loaded from disk, not deep-copied: a copy can share state with the policy through monkeypatched methods
+    reference = ActorCritic.load(reference_dir).to(policy.device)
     reference.eval().requires_grad_(False)
 
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)

@@ -160,6 +160,9 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
     start = time.perf_counter()
     result = trainer.train()
     runtime = time.perf_counter() - start
+    # TRL patches the instance's `forward` with a closure over the *original* bound forward; a deepcopy of the
+    # model would keep calling this model's weights (a PPO reference that moves with the policy). Undo it.
+    lm.__dict__.pop("forward", None)
     lm.eval()
     loss_after = completion_loss(lm, tokenizer, dataset)
     steps = int(result.global_step)

@@ -59,6 +59,14 @@ def test_sft_debug_run_changes_parameters_and_lowers_loss(tiny_star_policy, star
     assert len(changed) == len(before), "every LM parameter is trained"
     assert torch.equal(head_before, policy.value_head.weight), "SFT leaves the value head alone"
     assert any("loss" in entry for entry in metrics["log_history"])
+    # a copy (the PPO reference) must not run through this model's weights via TRL's patched forward
+    frozen = copy.deepcopy(policy)
+    ids = torch.tensor([[5, 6, 7]])
+    before_logits = frozen.lm(input_ids=ids).logits.detach().clone()
+    with torch.no_grad():
+        for p in policy.lm.parameters():
+            p.add_(0.1)
+    assert torch.equal(before_logits, frozen.lm(input_ids=ids).logits), "the copy moved with the trained model"
 
 
 def test_sft_rejects_no_examples(tiny_star_policy, tmp_path):

@@ -32,6 +32,8 @@ def test_debug_run_writes_every_stage_and_ppo_changes_the_policy(debug_run):
     for m in metrics:
         for key in ("losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/clipfrac"):
             assert math.isfinite(m[key]), key
+    # the frozen reference stays at the SFT policy: after one update the KL to it is no longer exactly 0
+    assert metrics[0]["charts/kl_to_ref"] == 0.0 and metrics[-1]["charts/kl_to_ref"] != 0.0
     sft, ppo = _weights(out / "sft"), _weights(out / "ppo" / "policy")
     assert sft.keys() == ppo.keys()
     assert any(not torch.equal(sft[k], ppo[k]) for k in sft), "PPO left every policy parameter unchanged"
