@@ -38,7 +38,10 @@ def time_scoring(stack, chosen, batch: int, single: int) -> tuple[dict, np.ndarr
     lat = np.array(latencies) * 1000
     timings = {
         "batched_turns_per_s": round(len(chosen) / batched_s, 1),
-        "single_turn_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p99": round(float(np.percentile(lat, 99)), 1)},
+        "single_turn_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1),
+            "p99": round(float(np.percentile(lat, 99)), 1),
+        },
         "single_turns_per_s": round(len(lat) / (lat.sum() / 1000), 1),
     }
     return timings, np.array(rewards)

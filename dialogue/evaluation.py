@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from dialogue.report import summarize
+from dialogue.report import paired_difference, summarize
 from dialogue.runs import Run
 from dialogue.training import make_envs
 
@@ -68,6 +68,7 @@ def evaluate_run(run: Run, *, episodes: int | None = None, seed: int = 0, log=pr
     if {"human", "sft", "ppo"} <= played.keys():
         human, sft, ppo = (result[f"policy.{a}.reward"]["reward"] for a in ("human", "sft", "ppo"))
         result["policy.ppo.gap_closed"] = round((ppo - sft) / (human - sft), 4) if human != sft else None
+        result["policy.ppo.minus_sft"] = paired_difference(played["ppo"], played["sft"])
     result["eval_wall_s"] = round(time.perf_counter() - started, 1)
     (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result

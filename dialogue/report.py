@@ -113,6 +113,35 @@ def summarize(episodes: Sequence[dict]) -> dict:
     return {"reward": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(per_episode)}
 
 
+def paired_difference(episodes: Sequence[dict], baseline: Sequence[dict]) -> dict:
+    """Mean per-episode reward of ``episodes`` minus ``baseline`` on the same conversations, with a 95% normal CI.
+
+    Both lists come from agents that played the same held-out conversations in the same order (``csrl eval``
+    uses the same environment seeds for every agent), so the conversation's own difficulty cancels out.
+
+    >>> a = [{"conversation_id": c, "turns": [{"reward": r}]} for c, r in (("x", 0.5), ("y", 0.75))]
+    >>> b = [{"conversation_id": c, "turns": [{"reward": r}]} for c, r in (("x", 0.25), ("y", 0.25))]
+    >>> paired_difference(a, b)
+    {'difference': 0.375, 'ci95': [0.13, 0.62], 'n': 2}
+    """
+    if len(episodes) != len(baseline):
+        raise ValueError(f"paired episodes must match one to one, got {len(episodes)} and {len(baseline)}")
+    for i, (a, b) in enumerate(zip(episodes, baseline, strict=True)):
+        if a.get("conversation_id") != b.get("conversation_id"):
+            raise ValueError(
+                f"episode {i} is conversation {a.get('conversation_id')!r} for one agent and "
+                f"{b.get('conversation_id')!r} for the other: play both with the same seed"
+            )
+    pairs = [(a, b) for a, b in zip(episodes, baseline, strict=True) if a["turns"] and b["turns"]]
+    diffs = np.array([np.mean([t["reward"] for t in a["turns"]]) - np.mean([t["reward"] for t in b["turns"]])
+                      for a, b in pairs])  # fmt: skip
+    if len(diffs) == 0:
+        return {"difference": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
+    mean = float(diffs.mean())
+    half = 1.96 * float(diffs.std(ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+    return {"difference": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(diffs)}
+
+
 def _conversation_html(episode: dict) -> str:
     rows = []
     for turn in episode["turns"]:

@@ -7,21 +7,17 @@ that pauses after a ``search:`` line. The rows that paused get their environment
 write their ``reply:`` in a second batched generation. :meth:`env.lockstep.LockstepEnvs.step` then scores every
 turn in one reward call.
 
-Three users:
+Two users:
 
 - :func:`collect_rollouts` (PPO): per turn, the token ids, action mask, old log-probs and values, the frozen
   reference's log-probs, the reward breakdown and where each stage's reward lands, into a
   :class:`~dialogue.buffer.TrajectoryBuffer`.
 - :func:`play_episodes` and :func:`play_human_episodes` (``csrl simulate`` / ``csrl eval``): transcripts
   of the policy's episodes, or of the logged human agent's.
-- :func:`summarize_rewards`: the mean composite reward per turn with a 95% confidence interval.
 
 Token budget of one turn: the prompt keeps its newest ``n_positions - 2 * max_new_tokens - results cap``
 tokens (``results cap = n_positions // 4``), so prompt, both generations and the results block always fit the
 context, and the PPO update sees exactly the tokens the policy was conditioned on.
-
->>> summarize_rewards([{"turns": [{"reward": 1.0}, {"reward": 0.5}]}, {"turns": [{"reward": 0.0}]}])["reward"]
-0.5
 """
 
 from __future__ import annotations
@@ -507,35 +503,3 @@ def default_policy_config(policy) -> PolicyConfig:
     """``PolicyConfig()``'s generation settings, ``max_new_tokens`` lowered to fit ``policy``'s context."""
     context = policy.context_length or PolicyConfig().n_positions
     return PolicyConfig(n_positions=context, max_new_tokens=min(PolicyConfig().max_new_tokens, context // 4))
-
-
-def summarize_rewards(episodes: Sequence[dict], resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean composite reward per turn over ``episodes`` with a 95% bootstrap interval over episodes.
-
-    Episodes are resampled whole (turns of one conversation are not independent); each resample's
-    statistic is its mean reward per turn; the interval is the 2.5th and 97.5th percentiles.
-
-    Args:
-        episodes: transcripts from :func:`play_episodes` (each with ``turns`` holding ``reward``).
-        resamples: bootstrap resamples.
-        seed: the bootstrap's seed (the interval is reproducible).
-
-    Returns:
-        ``{"reward": mean per turn, "ci95": [low, high], "n": episodes, "turns": turns}``.
-
-    >>> summarize_rewards([{"turns": [{"reward": 0.25}]}] * 3)
-    {'reward': 0.25, 'ci95': [0.25, 0.25], 'n': 3, 'turns': 3}
-    """
-    if not episodes:
-        raise ValueError("summarize_rewards needs at least one episode: play some with play_episodes")
-    sums = np.array([sum(t["reward"] for t in e["turns"]) for e in episodes], dtype=float)
-    counts = np.array([len(e["turns"]) for e in episodes], dtype=float)
-    if counts.sum() == 0:
-        raise ValueError("the episodes have no turns: nothing to summarize")
-    reward = float(sums.sum() / counts.sum())
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(episodes), size=(resamples, len(episodes)))  # (R, n)
-    stats = sums[picks].sum(1) / np.maximum(counts[picks].sum(1), 1)  # (R,)
-    low, high = np.percentile(stats, [2.5, 97.5])
-    low, high = min(float(low), reward), max(float(high), reward)
-    return {"reward": reward, "ci95": [low, high], "n": len(episodes), "turns": int(counts.sum())}

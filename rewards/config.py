@@ -31,7 +31,7 @@ class RewardConfig:
     max_seq_length: int = field(default=128, metadata={"help": "encoder tokens per text (speed is ~linear in it)"})
     encoder_precision: str = field(
         default="auto",
-        metadata={"help": "'auto' (bfloat16 where the hardware computes it natively, else float32), 'float32', 'bfloat16'"},
+        metadata={"help": "'auto' (bfloat16 where the hardware has it natively, else float32), 'float32', 'bfloat16'"},
     )
 
     def __post_init__(self):

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from dialogue.report import stage_curves, summarize, write_report
+from dialogue.report import paired_difference, stage_curves, summarize, write_report
 
 
 def _episode(policy, rewards, cid="c1"):
@@ -32,6 +32,23 @@ def test_summarize_mean_and_normal_ci_over_episode_means():
     half = 1.96 * 0.21213203 / 2**0.5  # std of (0.3, 0.6) with ddof=1, over sqrt(2)
     assert result["ci95"] == pytest.approx([0.45 - half, 0.45 + half], abs=1e-4)
     assert result["n"] == 2
+
+
+def test_paired_difference_cancels_what_the_conversations_share():
+    # each conversation has its own level; the agent is always 0.1 better: a zero-width interval
+    base = [_episode("sft", [level]) for level in (0.1, 0.5, 0.9)]
+    better = [_episode("ppo", [level + 0.1]) for level in (0.1, 0.5, 0.9)]
+    for a, b, name in zip(better, base, "xyz", strict=True):
+        a["conversation_id"] = b["conversation_id"] = name
+    result = paired_difference(better, base)
+    assert result["difference"] == pytest.approx(0.1) and result["ci95"] == pytest.approx([0.1, 0.1], abs=1e-4)
+    assert result["n"] == 3
+    assert summarize(better)["ci95"][0] < summarize(base)["ci95"][1], "unpaired intervals overlap here"
+    better[1]["conversation_id"] = "other"
+    with pytest.raises(ValueError, match="episode 1 is conversation 'other' for one agent and 'y' for the other"):
+        paired_difference(better, base)
+    with pytest.raises(ValueError, match="must match one to one, got 2 and 3"):
+        paired_difference(better[:2], base)
 
 
 def test_stage_curves_average_per_turn_index():

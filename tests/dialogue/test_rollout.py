@@ -17,7 +17,6 @@ from dialogue.rollout import (
     play_episodes,
     play_human_episodes,
     stage_positions,
-    summarize_rewards,
 )
 from dialogue.sft import tokenize_example
 from dialogue.tokenizer import train_tokenizer_on_corpus
@@ -236,22 +235,6 @@ def test_play_episodes_and_the_human_reference_share_conversations(policy):
     again = play_episodes(policy, envs, episodes=3, seed=5, greedy=True, policy_config=GENERATION)
     assert again == played
 
-
-def test_summarize_rewards_known_values():
-    # 40 one-turn episodes alternating 0 and 1: mean 0.5, normal-approximation CI 0.5 ± 1.96 * 0.5 / sqrt(40)
-    episodes = [{"turns": [{"reward": float(i % 2)}]} for i in range(40)]
-    summary = summarize_rewards(episodes)
-    assert summary["reward"] == 0.5 and summary["n"] == 40 and summary["turns"] == 40
-    half_width = 1.96 * 0.5 / 40**0.5
-    assert summary["ci95"][0] == pytest.approx(0.5 - half_width, abs=0.03)
-    assert summary["ci95"][1] == pytest.approx(0.5 + half_width, abs=0.03)
-    assert summarize_rewards(episodes) == summary, "seeded: the same interval every time"
-    # per turn, not per episode: (1 + 1 + 0) / 3
-    assert summarize_rewards([{"turns": [{"reward": 1.0}, {"reward": 1.0}]}, {"turns": [{"reward": 0.0}]}])[
-        "reward"
-    ] == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="at least one episode"):
-        summarize_rewards([])
 
 
 def test_rollout_buffer_round_trips_through_parquet(rollout, tmp_path):

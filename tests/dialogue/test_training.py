@@ -65,6 +65,9 @@ def test_eval_prints_one_json_object_with_every_metric(debug_run, capsys):
     for agent in ("human", "sft", "ppo"):
         summary = result[f"policy.{agent}.reward"]
         assert summary["n"] == 4 and summary["ci95"][0] <= summary["reward"] <= summary["ci95"][1]
+    paired = result["policy.ppo.minus_sft"]  # the same 4 conversations, so the difference of the means
+    expected = result["policy.ppo.reward"]["reward"] - result["policy.sft.reward"]["reward"]
+    assert paired["n"] == 4 and paired["difference"] == pytest.approx(expected, abs=2e-4)
     kl = result["policy.ppo.kl"]  # a Monte-Carlo estimate: a 2-iteration run sits at ~0, either sign
     assert abs(kl["kl_per_token"]) < 0.5 and kl["tokens"] > 0
 
