@@ -298,18 +298,42 @@ def train_intent_classifier(
     return IntentClassifier(encoder, head, names, config.hidden)
 
 
-def fit_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, config) -> list[float]:
-    """Minibatch AdamW over precomputed features; returns the mean loss of each epoch."""
+def fit_head(
+    head: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    config,
+    *,
+    ranking_pairs: torch.Tensor | None = None,
+    ranking_weight: float = 0.0,
+) -> list[float]:
+    """Minibatch AdamW over precomputed features; returns the mean loss of each epoch.
+
+    ``ranking_pairs`` ``(P, 2)`` rows of ``x`` (better, worse), for a scalar-output head: each step adds
+    ``ranking_weight * softplus(head(worse) - head(better))`` over a share of the pairs, so every pair is
+    seen once an epoch.
+    """
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
+    use_pairs = ranking_pairs is not None and len(ranking_pairs) > 0 and ranking_weight > 0
+    steps = -(-len(x) // config.batch_size)
     losses = []
     head.train()
     for _ in range(config.epochs):
         order = torch.randperm(len(x), generator=generator)
+        if use_pairs:
+            pairs = ranking_pairs[torch.randperm(len(ranking_pairs), generator=generator)]
+            per_step = -(-len(pairs) // steps)
         total = 0.0
-        for start in range(0, len(x), config.batch_size):
+        for step, start in enumerate(range(0, len(x), config.batch_size)):
             mb = order[start : start + config.batch_size]
             loss = loss_fn(head(x[mb]), y[mb])
+            if use_pairs:
+                chunk = pairs[step * per_step : (step + 1) * per_step]
+                if len(chunk):
+                    margin = head(x[chunk[:, 1]]) - head(x[chunk[:, 0]])  # (p,): worse minus better
+                    loss = loss + ranking_weight * nn.functional.softplus(margin).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

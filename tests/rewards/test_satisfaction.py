@@ -22,6 +22,7 @@ from rewards.satisfaction import (
     evaluate_satisfaction,
     feature_dim,
     logged_label,
+    ranking_pairs,
     rating_label,
     reaction_label,
     roc_auc,
@@ -113,6 +114,8 @@ def test_examples_pair_each_logged_turn_with_a_synthetic_negative_in_the_same_co
     assert [e.context for e in synthetic] == [e.context for e in logged]
     assert all(s.reply != real.reply for s, real in zip(synthetic, logged, strict=True))
     assert satisfaction_examples([conv], seed=0) == examples  # seeded
+    assert ranking_pairs(examples) == [(0, 2), (1, 3)]  # each logged reply above its negative, same context
+    assert ranking_pairs([examples[3], examples[0]]) == [], "a subsample that split the pair has none"
 
 
 def test_every_synthetic_kind_appears_and_parrot_repeats_the_customer(star_corpus):
@@ -178,10 +181,33 @@ def test_training_rejects_bad_sets(examples, message):
         train_satisfaction_classifier(examples, encoder=None)
 
 
-@pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("lr", -1.0), ("max_examples", 0), ("hidden", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", 0), ("lr", -1.0), ("max_examples", 0), ("hidden", 0), ("ranking_weight", -1.0)]
+)
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         SatisfactionTrainConfig(**{field: value})
+
+
+def test_ranking_term_learns_an_order_the_labels_do_not_show():
+    from rewards.intent import fit_head
+
+    # labels are coin flips; only the pairs say "higher feature 0 is better"
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 4, generator=generator)
+    y = torch.randint(0, 2, (400,), generator=generator).float()
+    pairs = torch.tensor([(i, i + 1) if x[i, 0] > x[i + 1, 0] else (i + 1, i) for i in range(0, 400, 2)])
+    config = SatisfactionTrainConfig(epochs=30, lr=1e-2, batch_size=64)
+
+    def pairwise_accuracy(ranking_weight):
+        torch.manual_seed(0)
+        head = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 1), torch.nn.Flatten(0))
+        fit_head(head, x, y, torch.nn.BCEWithLogitsLoss(), config, ranking_pairs=pairs, ranking_weight=ranking_weight)
+        with torch.no_grad():
+            return (head(x[pairs[:, 0]]) > head(x[pairs[:, 1]])).float().mean().item()
+
+    assert pairwise_accuracy(3.0) > 0.9
+    assert pairwise_accuracy(0.0) < 0.75
 
 
 def test_predict_proba_rejects_mismatched_lengths():
