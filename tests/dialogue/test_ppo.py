@@ -14,6 +14,8 @@ from dialogue.policy import ActorCritic
 from dialogue.ppo import compute_advantages, explained_variance
 from dialogue.ppo_trainer import kl_to_reference, latest_checkpoint, latest_policy_folder, read_metrics, train_ppo
 from dialogue.rollout import play_episodes
+from rewards.composite import CompositeReward
+from rewards.rules import FormatReward, LengthReward, RepetitionReward
 
 CONFIG = PPOConfig.preset("debug", learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
 
@@ -89,7 +91,14 @@ def _parameters(policy):
 def test_debug_run_learns_logs_and_writes_its_run_dir(start_policy, tmp_path):
     policy = copy.deepcopy(start_policy)
     before = _parameters(policy)
-    result = train_ppo(policy, make_envs(n=2, max_turns=5), CONFIG, tmp_path, policy_config=GENERATION, progress=False)
+    # the repetition rule pays even a garbled turn, so there is a signal whatever the sampled text: with a reward
+    # of 0 everywhere (and the KL 0 at the start) PPO rightly leaves every parameter alone
+    reward = CompositeReward(
+        {"intent": FormatReward(), "retrieval": LengthReward(), "satisfaction": RepetitionReward()},
+        {"intent": 0.3, "retrieval": 0.5, "satisfaction": 0.2},
+    )
+    envs = make_envs(n=2, max_turns=5, reward=reward)
+    result = train_ppo(policy, envs, CONFIG, tmp_path, policy_config=GENERATION, progress=False)
     after = _parameters(policy)
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert "value_head.weight" in changed and any(name.startswith("lm.") for name in changed)
