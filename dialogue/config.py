@@ -236,8 +236,10 @@ class PPOConfig:
         values = {
             "debug": dict(rollout_batch_size=2, turns_per_episode=2, total_iterations=2, minibatch_size=2,
                           update_epochs=1),
-            "quick": dict(rollout_batch_size=8, turns_per_episode=4, total_iterations=24, minibatch_size=8,
-                          learning_rate=5e-5),
+            # 64 turns a rollout: with 32, the iteration's reward moved 0.13-0.36 with the conversations drawn,
+            # and seeds ended anywhere from 0.19 to 0.29 held-out (SFT: 0.23)
+            "quick": dict(rollout_batch_size=16, turns_per_episode=4, total_iterations=16, minibatch_size=16,
+                          update_epochs=4, learning_rate=5e-5),
             "full": dict(rollout_batch_size=64, turns_per_episode=10, total_iterations=500, minibatch_size=32,
                          update_epochs=4),
         }[name]  # fmt: skip

@@ -88,7 +88,7 @@ class TrainConfig:
             policy=PolicyConfig.preset(name),
             sft=SFTConfig.preset(name),
             ppo=PPOConfig.preset(name, **ppo_overrides),
-            eval_episodes={"debug": 8, "quick": 200, "full": 500}[name],
+            eval_episodes={"debug": 8, "quick": 400, "full": 500}[name],
         )
 
     def to_dict(self) -> dict:
