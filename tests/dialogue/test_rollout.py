@@ -7,6 +7,7 @@ import gymnasium as gym
 import pytest
 import torch
 import torch.nn.functional as F
+from search_doubles import KeywordSearcher
 
 from data import Conversation, KBDocument, Turn
 from dialogue.buffer import TrajectoryBuffer
@@ -34,18 +35,6 @@ GENERATION = PolicyConfig.preset("debug", vocab_size=400, max_new_tokens=40, res
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class KeywordSearcher:
-    """Test double for the KB search: documents sharing a word with the query, best overlap first."""
-
-    def search(self, queries, k):
-        out = []
-        for q in queries:
-            words = set(re.findall(r"\w+", q.lower()))
-            scored = [(d, len(words & set(re.findall(r"\w+", d.text.lower())))) for d in KB]
-            out.append([(d, float(s)) for d, s in sorted(scored, key=lambda x: -x[1]) if s > 0][:k])
-        return out
 
 
 def conversations():
@@ -86,10 +75,9 @@ def stage_reward():
 
 def make_envs(n=2, max_turns=3, reward=None):
     reward = reward or stage_reward()
-    return LockstepEnvs(
-        [gym.make(ENV_ID, conversations=conversations(), reward=reward, searcher=KeywordSearcher()) for _ in range(n)],
-        max_turns=max_turns,
-    )
+    searcher = KeywordSearcher(KB)
+    envs = [gym.make(ENV_ID, conversations=conversations(), reward=reward, searcher=searcher) for _ in range(n)]
+    return LockstepEnvs(envs, max_turns=max_turns)
 
 
 def build_taught_policy():
@@ -124,7 +112,10 @@ def policy(taught_policy):
 @pytest.fixture(scope="module")
 def rollout(taught_policy):
     envs = make_envs(n=3, max_turns=2)
-    buffer, stats = collect_rollouts(taught_policy, copy.deepcopy(taught_policy), envs, GENERATION, seed=0)
+    policy = copy.deepcopy(taught_policy)
+    with torch.no_grad():
+        policy.value_head.bias.fill_(0.25)  # the head starts at 0; a visible V(s) for the bootstrap checks
+    buffer, stats = collect_rollouts(policy, copy.deepcopy(policy), envs, GENERATION, seed=0)
     return buffer, stats
 
 
@@ -149,7 +140,7 @@ def test_action_mask_excludes_prompt_and_inserted_results(rollout, taught_policy
         assert re.search(r"(^|\n)search:[^\n]*\n$", policy_part), "results come right after the search line"
         assert tokenizer.decode(inserted).startswith("results: ") and tokenizer.decode(inserted).endswith("\n")
         query = policy_part.split("search:")[-1].strip()
-        documents = [d for d, _ in KeywordSearcher().search([query], 3)[0]]
+        documents = [d for d, _ in KeywordSearcher(KB).search([query], 3)[0]]
         assert tokenizer.decode(inserted) == results_text(documents, GENERATION.results_char_budget)
         assert record.action_mask[-1] == 1, "the policy writes its reply after the results"
     assert stats.turns == len(buffer) and stats.generated_tokens == sum(sum(r.action_mask) for r in buffer)
@@ -162,8 +153,8 @@ def test_episodes_end_terminated_or_truncated_with_a_bootstrap(rollout):
         assert all(not r.done and not r.truncated for r in episode[:-1])
         last = episode[-1]
         assert last.done != last.truncated
-        if last.truncated:
-            assert len(episode) == 2 and last.bootstrap_value != 0.0
+        if last.truncated:  # V of the next prompt: the bias alone, as the head's weights are still 0
+            assert len(episode) == 2 and last.bootstrap_value == pytest.approx(0.25)
         else:
             assert last.bootstrap_value == 0.0
 

@@ -1,9 +1,9 @@
-import re
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from search_doubles import KeywordSearcher
 
 from data import Conversation, KBDocument, Turn
 from env import ENV_ID, ConversationEnv, EnvConfig, LockstepEnvs, conversation_slots
@@ -16,18 +16,6 @@ KB = [
     ),
     KBDocument("k-weather", "Weather forecast for Detroit: sunny, 25 degrees.", "weather", "weather"),
 ]
-
-
-class KeywordSearcher:
-    """Test double for the KB search: documents sharing a word with the query, best overlap first."""
-
-    def search(self, queries, k):
-        out = []
-        for q in queries:
-            words = set(re.findall(r"\w+", q.lower()))
-            scored = [(d, len(words & set(re.findall(r"\w+", d.text.lower())))) for d in KB]
-            out.append([(d, float(s)) for d, s in sorted(scored, key=lambda x: -x[1]) if s > 0][:k])
-        return out
 
 
 def _conversations():
@@ -61,7 +49,7 @@ def reward():
 
 
 def _make(reward, **kwargs):
-    return gym.make(ENV_ID, conversations=_conversations(), reward=reward, searcher=KeywordSearcher(), **kwargs)
+    return gym.make(ENV_ID, conversations=_conversations(), reward=reward, searcher=KeywordSearcher(KB), **kwargs)
 
 
 def test_check_env_passes_without_warnings(reward, recwarn):
@@ -154,7 +142,7 @@ def test_bad_config_and_arguments_are_refused(reward):
     with pytest.raises(ValueError, match="leave_threshold=1.5"):
         EnvConfig(leave_threshold=1.5)
     with pytest.raises(ValueError, match="needs the shared sentence encoder"):
-        ConversationEnv(_conversations(), reward, KeywordSearcher(), EnvConfig(simulator="reactive"))
+        ConversationEnv(_conversations(), reward, KeywordSearcher(KB), EnvConfig(simulator="reactive"))
     with pytest.raises(ValueError, match="no conversation with id 'nope'"):
         _make(reward).reset(options={"conversation_id": "nope"})
 
