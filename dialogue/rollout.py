@@ -260,8 +260,10 @@ def prompt_values(policy, envs, indices: Sequence[int], policy_config: PolicyCon
     prompt_budget, _ = turn_budget(policy.context_length, policy_config)
     tokenizer = policy.tokenizer
     rows = [
-        tokenizer(
-            build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars), add_special_tokens=False
+        tokenizer(  # cut to the budget right after, so the over-length warning does not apply (verbose=False)
+            build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars),
+            add_special_tokens=False,
+            verbose=False,
         )["input_ids"][-prompt_budget:]
         for i in indices
     ]
