@@ -77,9 +77,10 @@ def main() -> None:
         result["bfloat16_speedup"] = round(
             result["bfloat16"]["batched_turns_per_s"] / result["float32"]["batched_turns_per_s"], 2
         )
+        drift = np.abs(rewards["bfloat16"] - rewards["float32"])
         result["bfloat16_reward_abs_diff"] = {
-            "mean": round(float(np.abs(rewards["bfloat16"] - rewards["float32"]).mean()), 5),
-            "max": round(float(np.abs(rewards["bfloat16"] - rewards["float32"]).max()), 5),
+            "mean": round(float(drift.mean()), 5),
+            "max": round(float(drift.max()), 5),
         }
     print(json.dumps(result))
 

@@ -99,18 +99,28 @@ def _plots(episodes: Sequence[dict]) -> list[tuple[str, str]]:
     return figures
 
 
+def _mean_reward(episode: dict) -> float:
+    return float(np.mean([t["reward"] for t in episode["turns"]]))
+
+
+def _mean_ci95(values: Sequence[float]) -> tuple[float, list[float], int]:
+    """Mean of ``values`` with a 95% normal interval (zero width for one value; NaN for none), rounded to 4."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), [float("nan"), float("nan")], 0
+    mean = float(values.mean())
+    half = 1.96 * float(values.std(ddof=1)) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return round(mean, 4), [round(mean - half, 4), round(mean + half, 4)], len(values)
+
+
 def summarize(episodes: Sequence[dict]) -> dict:
     """Mean composite reward per turn over episodes, with a 95% normal CI over episode means.
 
     >>> summarize([{"turns": [{"reward": 1.0}, {"reward": 0.0}]}, {"turns": [{"reward": 0.5}]}])
     {'reward': 0.5, 'ci95': [0.5, 0.5], 'n': 2}
     """
-    per_episode = np.array([np.mean([t["reward"] for t in e["turns"]]) for e in episodes if e["turns"]])
-    if len(per_episode) == 0:
-        return {"reward": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
-    mean = float(per_episode.mean())
-    half = 1.96 * float(per_episode.std(ddof=1)) / len(per_episode) ** 0.5 if len(per_episode) > 1 else 0.0
-    return {"reward": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(per_episode)}
+    mean, ci95, n = _mean_ci95([_mean_reward(e) for e in episodes if e["turns"]])
+    return {"reward": mean, "ci95": ci95, "n": n}
 
 
 def paired_difference(episodes: Sequence[dict], baseline: Sequence[dict]) -> dict:
@@ -133,13 +143,9 @@ def paired_difference(episodes: Sequence[dict], baseline: Sequence[dict]) -> dic
                 f"{b.get('conversation_id')!r} for the other: play both with the same seed"
             )
     pairs = [(a, b) for a, b in zip(episodes, baseline, strict=True) if a["turns"] and b["turns"]]
-    diffs = np.array([np.mean([t["reward"] for t in a["turns"]]) - np.mean([t["reward"] for t in b["turns"]])
-                      for a, b in pairs])  # fmt: skip
-    if len(diffs) == 0:
-        return {"difference": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
-    mean = float(diffs.mean())
-    half = 1.96 * float(diffs.std(ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
-    return {"difference": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(diffs)}
+    diffs = [_mean_reward(a) - _mean_reward(b) for a, b in pairs]
+    mean, ci95, n = _mean_ci95(diffs)
+    return {"difference": mean, "ci95": ci95, "n": n}
 
 
 def _conversation_html(episode: dict) -> str:

@@ -250,8 +250,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                 f"{run} already holds a run; pass --resume to continue it, or choose another --out"
             )
         saved = load_config(run)
-        if _comparable(saved) != _comparable(config):
-            changed = sorted(k for k, v in _comparable(config).items() if _comparable(saved).get(k) != v)
+        before, now = _comparable(saved), _comparable(config)
+        if before != now:
+            changed = sorted(k for k, v in now.items() if before.get(k) != v)
             raise ValueError(
                 f"{run} was started with another config (differs in {changed}); resume with the same preset and "
                 "options, or choose another --out"
