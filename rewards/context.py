@@ -55,9 +55,21 @@ class TurnContext:
         """The agent's earlier replies in this dialogue, oldest first."""
         return [t.text for t in self.history if t.role == "agent"]
 
+    def previous_agent_reply(self) -> str:
+        """The agent's reply before this one (``""`` at the first agent turn)."""
+        replies = self.previous_agent_replies()
+        return replies[-1] if replies else ""
+
     def need_text(self) -> str:
         """What the customer wants: all their messages so far, newest first (so truncation drops the oldest)."""
         return " ".join(self.customer_messages()[::-1])
+
+    def moment_texts(self) -> tuple[str, str, str]:
+        """Where the dialogue stands: the need text, the last customer message and the agent's previous reply.
+
+        The intent and satisfaction stages embed these same three strings, so the shared encoder embeds them once.
+        """
+        return self.need_text(), self.last_customer_message(), self.previous_agent_reply()
 
     def recent_text(self, rounds: int = ROUNDS_FOR_SATISFACTION) -> str:
         """The last ``rounds`` customer/agent rounds as ``role: text`` lines, oldest first."""

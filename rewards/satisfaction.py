@@ -419,9 +419,8 @@ class SatisfactionClassifier:
         k = len(contexts)
         if not k:
             return torch.zeros(0, feature_dim(self.encoder.dim))
-        previous = [(c.previous_agent_replies() or [""])[-1] for c in contexts]
-        texts = [c.need_text() for c in contexts] + [c.last_customer_message() for c in contexts] + previous + replies
-        e = self.encoder.encode(texts)
+        moments = [c.moment_texts() for c in contexts]  # (need, last customer message, previous reply)
+        e = self.encoder.encode([m[j] for j in range(3) for m in moments] + replies)
         scalars = np.array([context_scalars(c, r) for c, r in zip(contexts, replies, strict=True)], np.float32)
         return pair_features(e[:k], e[k : 2 * k], e[2 * k : 3 * k], e[3 * k :], scalars)
 

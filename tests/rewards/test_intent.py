@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data.schema import Conversation, Turn
-from rewards.context import TurnContext
+from rewards.context import TurnContext, contexts_from_conversation
 from rewards.intent import (
     IntentClassifier,
     IntentHead,
@@ -20,6 +20,8 @@ from rewards.intent import (
     intent_examples,
     intent_score,
     is_greeting_only,
+    moment_features,
+    train_context_head,
     train_intent_classifier,
 )
 
@@ -39,6 +41,9 @@ class FixedClassifier:
 
     def predict(self, texts):
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def predict_customer(self, contexts):
+        return self.predict([ctx.need_text() for ctx in contexts])
 
 
 def context(reply="ok", declared=None, gold=None, need="my card was stolen"):
@@ -209,3 +214,65 @@ def test_load_refuses_another_encoder_and_missing_files(trained, tmp_path, encod
     (tmp_path / "intent_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="some/other-model"):
         IntentClassifier.load(tmp_path, encoder)
+
+
+def test_context_head_reads_the_agents_previous_reply(encoder):
+    """A hand-set context head that looks only at the third block (the previous reply) follows it."""
+    anchors = ["What city would you like the weather for?", "Which trivia question would you like?"]
+    head = IntentHead(3 * encoder.dim, 2, hidden=0)
+    with torch.no_grad():
+        head.net[0].weight.zero_()
+        head.net[0].bias.zero_()
+        head.net[0].weight[:, 2 * encoder.dim :] = torch.from_numpy(encoder.encode(anchors)) * 10
+    classifier = IntentClassifier(encoder, IntentHead(encoder.dim, 2, hidden=0), ["weather", "trivia"], 0, head)
+    history = (Turn("customer", "I want the weather and a trivia question"),)
+    contexts = [
+        TurnContext(history + (Turn("agent", anchors[i]), Turn("customer", "yes")), "ok") for i in (1, 0)
+    ]
+    assert classifier.predict_customer(contexts) == ["trivia", "weather"]
+    assert moment_features(encoder, contexts).shape == (2, 3 * encoder.dim)
+    first_turn = TurnContext(history, "ok")  # no previous reply: the third block embeds ""
+    assert first_turn.moment_texts() == (history[0].text, history[0].text, "")
+
+
+@pytest.fixture(scope="module")
+def with_context_head(trained, small_star):
+    classifier, config = trained
+    contexts = [ctx for conv in small_star[0] for ctx in contexts_from_conversation(conv) if ctx.gold_intent]
+    head = train_context_head(classifier, contexts, config)
+    return IntentClassifier(classifier.encoder, classifier.head, classifier.labels, classifier.hidden, head)
+
+
+def test_context_head_training_changes_parameters_and_beats_chance(with_context_head, trained, small_star, encoder):
+    _, config = trained
+    torch.manual_seed(config.seed)
+    initial = IntentHead(3 * encoder.dim, len(with_context_head.labels), hidden=config.hidden)
+    params = zip(initial.parameters(), with_context_head.context_head.parameters(), strict=True)
+    assert all(not torch.equal(a, b) for a, b in params)
+    result = evaluate_intent(with_context_head, small_star[1], max_turns=50)
+    assert result["accuracy"] > 0.6  # chance is ~0.25 over these four tasks
+    assert result["need_text_only"]["n"] == result["n"]
+
+
+def test_context_head_save_load_and_older_folders(with_context_head, trained, tmp_path, encoder):
+    with_context_head.save(tmp_path / "new")
+    assert (tmp_path / "new" / "intent_context_head.safetensors").is_file()
+    reloaded = IntentClassifier.load(tmp_path / "new", encoder)
+    test = [ctx for ctx in contexts_from_conversation(Conversation.from_dict({"id": "c", "turns": [
+        {"role": "customer", "text": "Is it going to rain in Boston?"},
+        {"role": "agent", "text": "Which day?"},
+        {"role": "customer", "text": "Tomorrow"},
+        {"role": "agent", "text": "Rain all day."}]}))]  # fmt: skip
+    np.testing.assert_array_equal(reloaded.customer_proba(test), with_context_head.customer_proba(test))
+    # a folder written before the context head existed reads the need text with the text head
+    classifier, _ = trained
+    classifier.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "intent_config.json").read_text())
+    del config["context_head"]
+    (tmp_path / "old" / "intent_config.json").write_text(json.dumps(config))
+    old = IntentClassifier.load(tmp_path / "old", encoder)
+    assert old.context_head is None
+    assert old.predict_customer(test) == old.predict([ctx.need_text() for ctx in test])
+    (tmp_path / "new" / "intent_context_head.safetensors").unlink()
+    with pytest.raises(ValueError, match="intent_context_head.safetensors is missing"):
+        IntentClassifier.load(tmp_path / "new", encoder)
