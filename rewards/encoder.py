@@ -66,7 +66,8 @@ class TextEncoder:
         cache_size: embeddings kept in memory; 0 disables the cache.
         batch_size: texts per forward pass. sentence-transformers sorts a call's texts by length and pads
             each batch to its longest, so smaller batches waste less on padding: scoring STAR turns
-            (4 texts of 10-128 tokens each) ran 53 turns/s with 64 and 76 with 32 (bench/score_speed.py).
+            (4 texts of 10-128 tokens each) ran 53 turns/s with 64 and 76 with 32 in float32, and in bfloat16
+            82-88 with 16 against 72-75 with 32 (bench/score_speed.py); large calls (training) run alike.
         device: ``"cpu"``, ``"cuda"`` or ``None`` for automatic.
         precision: ``"auto"`` (bfloat16 autocast where the hardware has it, else float32), ``"float32"``
             or ``"bfloat16"``.
@@ -79,7 +80,7 @@ class TextEncoder:
         *,
         max_seq_length: int = 128,
         cache_size: int = 200_000,
-        batch_size: int = 32,
+        batch_size: int = 16,
         device: str | None = None,
         precision: str = "auto",
     ):
