@@ -7,6 +7,7 @@ only way stages read a context, so that the shared encoder sees the same strings
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from data.schema import Conversation, KBDocument, Turn
@@ -77,6 +78,15 @@ class TurnContext:
         customers = [i for i, t in enumerate(spoken) if t.role == "customer"]
         start = customers[-rounds] if len(customers) >= rounds else 0
         return "\n".join(f"{t.role}: {t.text}" for t in spoken[start:])
+
+
+def moment_columns(contexts: Sequence[TurnContext]) -> list[str]:
+    """Every context's need text, then every last customer message, then every previous agent reply.
+
+    The one order in which the intent and satisfaction stages embed :meth:`TurnContext.moment_texts`.
+    """
+    moments = [ctx.moment_texts() for ctx in contexts]
+    return [m[j] for j in range(3) for m in moments]
 
 
 def contexts_from_conversation(conversation: Conversation) -> list[TurnContext]:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from data.schema import Conversation
-from rewards.context import TurnContext, contexts_from_conversation
+from rewards.context import TurnContext, contexts_from_conversation, moment_columns
 from rewards.encoder import TextEncoder
 
 WRONG_INTENT = -1.0 / 3.0  # the design's raw score for a wrong intent (−0.1 after the 0.3 weight)
@@ -155,10 +155,8 @@ class IntentHead(nn.Module):
 
 def moment_features(encoder: TextEncoder, contexts: Sequence[TurnContext]) -> torch.Tensor:
     """``(n, 3 * dim)``: the embeddings of each context's ``moment_texts()``, side by side."""
-    moments = [ctx.moment_texts() for ctx in contexts]
-    # one call, in the satisfaction stage's order, so both stages hit the same cache entries
-    e = encoder.encode([m[j] for j in range(3) for m in moments])
-    n = len(moments)
+    e = encoder.encode(moment_columns(contexts))  # the satisfaction stage then finds these in the cache
+    n = len(contexts)
     return torch.from_numpy(np.concatenate([e[:n], e[n : 2 * n], e[2 * n :]], axis=1))
 
 

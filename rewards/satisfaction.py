@@ -83,7 +83,7 @@ import torch
 from torch import nn
 
 from data.schema import Conversation
-from rewards.context import TurnContext, contexts_from_conversation
+from rewards.context import TurnContext, contexts_from_conversation, moment_columns
 from rewards.encoder import TextEncoder
 from rewards.intent import _check_encoder, fit_head, macro_f1, subsample
 
@@ -419,8 +419,7 @@ class SatisfactionClassifier:
         k = len(contexts)
         if not k:
             return torch.zeros(0, feature_dim(self.encoder.dim))
-        moments = [c.moment_texts() for c in contexts]  # (need, last customer message, previous reply)
-        e = self.encoder.encode([m[j] for j in range(3) for m in moments] + replies)
+        e = self.encoder.encode(moment_columns(contexts) + replies)  # needs, last messages, previous replies, replies
         scalars = np.array([context_scalars(c, r) for c, r in zip(contexts, replies, strict=True)], np.float32)
         return pair_features(e[:k], e[k : 2 * k], e[2 * k : 3 * k], e[3 * k :], scalars)
 
