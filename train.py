@@ -1,6 +1,6 @@
 """The training entry point: ``python train.py [options]`` is ``csrl train [options]``.
 
-The stages and their configuration live in :mod:`dialogue.training`; this file only hands the
+The stages and their configuration live in :mod:`csrl.dialogue.pipeline.training`; this file only hands the
 command line over, so that the import direction stays ``data`` ← ``rewards`` ← ``env`` ←
 ``dialogue`` ← ``train.py``.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from dialogue.cli import main
+from csrl.dialogue.cli import main
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Two modes:
 
 - ``head`` (default, what the STAR reward uses): the shared frozen all-MiniLM-L6-v2 embeddings
-  (:class:`rewards.encoder.TextEncoder`) through :func:`rewards.intent.train_intent_classifier`;
+  (:class:`csrl.rewards.encoder.TextEncoder`) through :func:`csrl.rewards.intent.train_intent_classifier`;
 - ``finetune``: the MiniLM encoder itself fine-tuned as a ``BertForSequenceClassification``
   (22.7M parameters), saved with ``save_pretrained`` (safetensors) when ``--out`` is given.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rewards.intent import IntentTrainConfig, macro_f1, train_intent_classifier  # noqa: E402
+from csrl.rewards.intent import IntentTrainConfig, macro_f1, train_intent_classifier  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
 
@@ -44,7 +44,7 @@ def read_split(folder: Path, split: str) -> tuple[list[str], list[str]]:
 
 def run_head(train, test, args) -> dict:
     """Frozen shared-encoder embeddings + the intent head."""
-    from rewards.encoder import TextEncoder
+    from csrl.rewards.encoder import TextEncoder
 
     start = time.perf_counter()
     encoder = TextEncoder()
@@ -65,7 +65,7 @@ def run_finetune(train, test, args) -> dict:
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from rewards.encoder import DEFAULT_ENCODER, resolve_encoder_path
+    from csrl.rewards.encoder import DEFAULT_ENCODER, resolve_encoder_path
 
     torch.manual_seed(args.seed)
     labels = sorted(set(train[1]))

@@ -1,8 +1,8 @@
-"""bm25s (through rewards.bm25.BM25Index) vs rank-bm25 on STAR texts: index time, queries/s, top-10 overlap. JSON out.
+"""bm25s (through csrl.rewards.search.bm25.BM25Index) vs rank-bm25 on STAR texts: index time, queries/s, top-10 overlap. JSON out.
 
 Corpora: the STAR knowledge base, and synthetic corpora of N documents, each three random STAR
 utterances or KB texts joined (seeded). Queries: logged STAR tool queries and customer messages.
-Both libraries get the same tokens (``rewards.bm25.tokenize``). rank-bm25 is run twice: as shipped
+Both libraries get the same tokens (``csrl.rewards.search.bm25.tokenize``). rank-bm25 is run twice: as shipped
 (``BM25Okapi``, which floors negative idf at 0.25 x mean idf) and with ``epsilon=0``. rank-bm25 is
 slow at 100k documents, so it answers fewer queries there; overlap is measured on the shared queries.
 Both get distinct query tokens. STAR has many documents with equal scores (records that differ only
@@ -21,8 +21,8 @@ import time
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from data import load_corpus
-from rewards.bm25 import BM25Index, tokenize
+from csrl.data import load_corpus
+from csrl.rewards.search.bm25 import BM25Index, tokenize
 
 TOP = 10
 

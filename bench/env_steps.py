@@ -48,8 +48,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="envs in lockstep")
     args = parser.parse_args()
 
-    from dialogue.runs import open_run
-    from dialogue.training import make_envs
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.dialogue.pipeline.training import make_envs
 
     run = open_run(args.run)
     conversations = run.corpus.split("test")

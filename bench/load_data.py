@@ -10,8 +10,8 @@ import json
 import statistics
 import time
 
-from data import load_corpus
-from data.star import iter_raw_dialogues
+from csrl.data import load_corpus
+from csrl.data.star import iter_raw_dialogues
 
 
 def main() -> None:

@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=100, help="single-turn calls timed for latency")
     args = parser.parse_args()
 
-    from dialogue.runs import open_run
-    from rewards.context import contexts_from_conversation
-    from rewards.encoder import resolve_precision
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.rewards.context import contexts_from_conversation
+    from csrl.rewards.encoder import resolve_precision
 
     run = open_run(args.run)
     stack = run.stack

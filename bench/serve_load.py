@@ -32,8 +32,8 @@ def _free_port() -> int:
 
 def _requests(run: str, count: int, seed: int) -> list[dict]:
     """Request bodies made from held-out logged turns of the run's data."""
-    from dialogue.runs import open_run
-    from rewards.context import contexts_from_conversation
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.rewards.context import contexts_from_conversation
 
     contexts = [ctx for c in open_run(run).corpus.split("test") for ctx in contexts_from_conversation(c)]
     random.Random(seed).shuffle(contexts)

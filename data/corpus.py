@@ -6,10 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.loaders import load_conversations, load_knowledge_base
-from data.report import LoadReport
-from data.schema import Conversation, KBDocument
-from data.splits import assign_splits, by_split, split_counts
+from csrl.data.loaders import load_conversations, load_knowledge_base
+from csrl.data.report import LoadReport
+from csrl.data.schema import Conversation, KBDocument
+from csrl.data.splits import assign_splits, by_split, split_counts
 
 
 @dataclass
@@ -81,7 +81,7 @@ def load_corpus(
     if kb is not None:
         knowledge_base = load_knowledge_base(kb, skip_invalid=skip_invalid)
     elif str(source) == "star":
-        from data.star import star_knowledge_base
+        from csrl.data.star import star_knowledge_base
 
         knowledge_base = star_knowledge_base(conversations)
     else:

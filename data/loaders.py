@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from data.report import InvalidDataError, LoadReport, Problem
-from data.schema import Conversation, KBDocument, RecordError, Turn
+from csrl.data.report import InvalidDataError, LoadReport, Problem
+from csrl.data.schema import Conversation, KBDocument, RecordError, Turn
 
 CSV_REQUIRED_COLUMNS = ("conversation_id", "role", "text")
 CSV_OPTIONAL_COLUMNS = ("intent", "rating")
@@ -180,7 +180,7 @@ def _check_utf8(row: dict) -> None:
 def load_conversations(source: str | Path, *, skip_invalid: bool = False) -> LoadReport:
     """Load chat logs from ``"star"`` (the embedded corpus), a ``.jsonl[.gz]`` or a ``.csv[.gz]`` file."""
     if str(source) == "star":
-        from data.star import load_star
+        from csrl.data.star import load_star
 
         return load_star()
     path = Path(source)

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from data.schema import Conversation, KBDocument
+from csrl.data.schema import Conversation, KBDocument
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 from collections import Counter
 
-from data.schema import SPLITS, Conversation
+from csrl.data.schema import SPLITS, Conversation
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 

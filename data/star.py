@@ -27,8 +27,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from data.report import LoadReport, Problem
-from data.schema import Conversation, KBDocument, Outcome, Turn
+from csrl.data.report import LoadReport, Problem
+from csrl.data.schema import Conversation, KBDocument, Outcome, Turn
 
 STAR_DIR = Path(__file__).parent / "star"
 DIALOGUES_FILE = STAR_DIR / "dialogues.jsonl.xz"

@@ -8,7 +8,7 @@ import sys
 
 
 def _data_stats(args: argparse.Namespace) -> int:
-    from data import load_corpus
+    from csrl.data import load_corpus
 
     corpus = load_corpus(args.data, kb=args.kb, seed=args.seed, skip_invalid=args.skip_invalid)
     stats = corpus.stats()
@@ -32,7 +32,7 @@ def _data_stats(args: argparse.Namespace) -> int:
 
 
 def _data_validate(args: argparse.Namespace) -> int:
-    from data import load_conversations, read_knowledge_base
+    from csrl.data import load_conversations, read_knowledge_base
 
     if args.kb:
         report = read_knowledge_base(args.path)
@@ -69,7 +69,7 @@ def _quiet_libraries() -> None:
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from dialogue.training import DataConfig, TrainConfig, load_config, train
+    from csrl.dialogue.pipeline.training import DataConfig, TrainConfig, load_config, train
 
     out = args.out or f"runs/{args.preset}" + (f"-{args.credit}" if args.credit else "")
     if args.quiet:
@@ -87,8 +87,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dialogue.evaluation import evaluate_run
-    from dialogue.runs import open_run
+    from csrl.dialogue.evaluation.evaluate import evaluate_run
+    from csrl.dialogue.pipeline.runs import open_run
 
     log = (lambda *_: None) if args.json else (lambda message: print(message, file=sys.stderr))
     result = evaluate_run(open_run(args.run), episodes=args.episodes, seed=args.seed, log=log)
@@ -97,9 +97,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from dialogue.evaluation import simulate, write_transcripts
-    from dialogue.report import summarize, write_report
-    from dialogue.runs import open_run
+    from csrl.dialogue.evaluation.evaluate import simulate, write_transcripts
+    from csrl.dialogue.evaluation.report import summarize, write_report
+    from csrl.dialogue.pipeline.runs import open_run
 
     run = open_run(args.run)
     episodes = simulate(run, args.policy, args.episodes, simulator=args.simulator, seed=args.seed)
@@ -117,8 +117,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from dialogue.runs import open_run
-    from dialogue.scoring import score_file
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.dialogue.serving.scoring import score_file
 
     scorer = open_run(args.run).scorer()
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
@@ -138,8 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from dialogue.runs import open_run
-    from dialogue.server import create_app
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.dialogue.serving.server import create_app
 
     run = open_run(args.run)
     token = args.token or os.environ.get("CSRL_TOKEN") or None

@@ -10,12 +10,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from data.schema import Conversation, KBDocument, Turn
-from env.simulators import ReactiveCustomer, ReplayCustomer, Slot, conversation_slots
-from env.spaces import ChatText, clean_chat_text
-from env.turn_format import ParsedTurn, format_agent_turn, parse_agent_turn, render_dialogue
-from rewards.composite import CompositeReward, RewardBreakdown
-from rewards.context import TurnContext
+from csrl.data.schema import Conversation, KBDocument, Turn
+from csrl.env.simulators import ReactiveCustomer, ReplayCustomer, Slot, conversation_slots
+from csrl.env.spaces import ChatText, clean_chat_text
+from csrl.env.turn_format import ParsedTurn, format_agent_turn, parse_agent_turn, render_dialogue
+from csrl.rewards.composite import CompositeReward, RewardBreakdown
+from csrl.rewards.context import TurnContext
 
 UNDECLARED_INTENT = "unknown"  # what a policy turn without an `intent:` line declares (scored as wrong)
 
@@ -88,7 +88,7 @@ class ConversationEnv(gym.Env):
 
     ## Arguments
     - ``conversations``: logged conversations to draw episodes from.
-    - ``reward``: the :class:`~rewards.composite.CompositeReward` that scores agent turns.
+    - ``reward``: the :class:`~csrl.rewards.composite.CompositeReward` that scores agent turns.
     - ``searcher``: knowledge-base search with ``search(queries, k)``, e.g. the hybrid retriever.
     - ``config``: :class:`EnvConfig`.
     - ``customer``: a customer simulator; default per ``config.simulator`` (the reactive one needs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from env.conversation_env import ConversationEnv
+from csrl.env.conversation_env import ConversationEnv
 
 
 class LockstepEnvs:

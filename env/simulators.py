@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.schema import Conversation, Turn
-from rewards.encoder import TextEncoder
+from csrl.data.schema import Conversation, Turn
+from csrl.rewards.encoder import TextEncoder
 
 
 @dataclass(frozen=True)

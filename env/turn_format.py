@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.schema import KBDocument, Turn
+from csrl.data.schema import KBDocument, Turn
 
 KEYS = ("intent", "search", "results", "reply")
 SEARCH_STOP = "\nresults:"  # generation pauses here: the environment writes the results block

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rewards.context import TurnContext
+from csrl.rewards.context import TurnContext
 
 
 class RewardComponent(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewards.encoder import DEFAULT_ENCODER, PRECISIONS
+from csrl.rewards.encoder import DEFAULT_ENCODER, PRECISIONS
 
 STAGES = ("intent", "retrieval", "satisfaction")
 RULES = ("format", "length", "repetition")

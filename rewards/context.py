@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.schema import Conversation, KBDocument, Turn
+from csrl.data.schema import Conversation, KBDocument, Turn
 
 ROUNDS_FOR_SATISFACTION = 3  # the design scores satisfaction from the last three rounds
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.schema import Conversation
-from rewards.composite import CompositeReward
-from rewards.context import TurnContext, contexts_from_conversation
+from csrl.data.schema import Conversation
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.context import TurnContext, contexts_from_conversation
 
 NEGATIVES = ("other_intent", "same_conversation", "generic", "parrot", "wrong_intent")
 GENERIC_REPLIES = ("ok", "thanks", "Okay.", "Thank you.", "Sure.", "")

@@ -17,7 +17,7 @@ Raw score (range ``[-1/3, 1]``, weight 0.3 by default, so +0.3 / −0.1 after we
 >>> expected_intent_score(0.25)
 0.0
 
-The classifier is two small torch heads over the shared :class:`~rewards.encoder.TextEncoder`
+The classifier is two small torch heads over the shared :class:`~csrl.rewards.encoder.TextEncoder`
 embeddings (the encoder pass is shared with the other stages, so scoring stays fast): a text head
 trained on the logs' labelled customer and agent turns plus need texts (:func:`intent_examples`),
 which reads replies, and a context head over the three moment texts the satisfaction stage embeds
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.schema import Conversation
-from rewards.context import TurnContext, contexts_from_conversation, moment_columns
-from rewards.encoder import TextEncoder
+from csrl.data.schema import Conversation
+from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
+from csrl.rewards.encoder import TextEncoder
 
 WRONG_INTENT = -1.0 / 3.0  # the design's raw score for a wrong intent (−0.1 after the 0.3 weight)
 RIGHT_INTENT = 1.0
@@ -105,7 +105,7 @@ def intent_examples(conversations: Sequence[Conversation]) -> list[IntentExample
 
     Turns without any label are left out.
 
-    >>> from data.schema import Conversation
+    >>> from csrl.data.schema import Conversation
     >>> conv = Conversation.from_dict({"id": "c", "intent": "weather", "turns": [
     ...     {"role": "customer", "text": "Will it rain?"},
     ...     {"role": "agent", "text": "Which city?", "intent": "weather"}]})
@@ -563,8 +563,8 @@ __all__ = [
 ]
 
 
-if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m rewards.intent
-    from data import load_corpus
+if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m csrl.rewards.intent
+    from csrl.data import load_corpus
 
     corpus = load_corpus("star")
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rewards.context import TurnContext
+from csrl.rewards.context import TurnContext
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -50,7 +50,7 @@ How training labels are made (:func:`satisfaction_examples`), for each logged ag
    (0.15). A kind with no candidate falls back to a generic reply. Seeded.
 
 On STAR's train split (4,789 conversations, 42,673 agent turns; no per-turn ratings; outcomes
-mostly satisfied) this gives, with ``seed=0`` (``python -m rewards.satisfaction`` prints them):
+mostly satisfied) this gives, with ``seed=0`` (``python -m csrl.rewards.satisfaction`` prints them):
 
 - logged: 41,095 examples, 40,435 positive (next message thanks/praise 7,024; neutral next message
   in a satisfied conversation 28,945; ended satisfied 4,466) and 660 negative (complaint 381,
@@ -82,10 +82,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.schema import Conversation
-from rewards.context import TurnContext, contexts_from_conversation, moment_columns
-from rewards.encoder import TextEncoder
-from rewards.intent import _check_encoder, fit_head, macro_f1, subsample
+from csrl.data.schema import Conversation
+from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
+from csrl.rewards.encoder import TextEncoder
+from csrl.rewards.intent import _check_encoder, fit_head, macro_f1, subsample
 
 WEIGHTS_FILE = "satisfaction_head.safetensors"
 CONFIG_FILE = "satisfaction_config.json"
@@ -326,7 +326,7 @@ SCALAR_NAMES = (
 def context_scalars(ctx: TurnContext, reply: str) -> list[float]:
     """The hand-made features of ``reply`` at ``ctx`` (no encoder), in ``SCALAR_NAMES`` order.
 
-    >>> from data.schema import Turn
+    >>> from csrl.data.schema import Turn
     >>> ctx = TurnContext((Turn("customer", "hi"), Turn("agent", "What is your name?"), Turn("customer", "Sam")), "")
     >>> context_scalars(ctx, "what is your  name?")
     [1.0, 1.0, 0.0, 0.2, 0.1, 0.0, 0.08, 0.0, 0.0, 0.0, 0.0]
@@ -671,8 +671,8 @@ __all__ = [
 ]
 
 
-if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m rewards.satisfaction
-    from data import load_corpus
+if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m csrl.rewards.satisfaction
+    from csrl.data import load_corpus
 
     corpus = load_corpus("star")
     print(json.dumps(label_counts(satisfaction_examples(corpus.split("train"), 0)), indent=2))

@@ -25,15 +25,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data import Corpus, KBDocument, load_knowledge_base, write_jsonl
-from rewards.composite import CompositeReward
-from rewards.config import RewardConfig
-from rewards.encoder import TextEncoder
-from rewards.integrity import integrity_check
-from rewards.intent import IntentClassifier, IntentReward, IntentTrainConfig, evaluate_intent, train_intent_from_logs
-from rewards.retrieval import HybridRetriever, RetrievalReward, retrieval_recall
-from rewards.rules import FormatReward, LengthReward, RepetitionReward
-from rewards.satisfaction import (
+from csrl.data import Corpus, KBDocument, load_knowledge_base, write_jsonl
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.config import RewardConfig
+from csrl.rewards.encoder import TextEncoder
+from csrl.rewards.integrity import integrity_check
+from csrl.rewards.intent import (
+    IntentClassifier,
+    IntentReward,
+    IntentTrainConfig,
+    evaluate_intent,
+    train_intent_from_logs,
+)
+from csrl.rewards.retrieval import RetrievalReward
+from csrl.rewards.rules import FormatReward, LengthReward, RepetitionReward
+from csrl.rewards.satisfaction import (
     SatisfactionClassifier,
     SatisfactionReward,
     SatisfactionTrainConfig,
@@ -41,6 +47,7 @@ from rewards.satisfaction import (
     satisfaction_examples,
     train_satisfaction_classifier,
 )
+from csrl.rewards.search.retriever import HybridRetriever, retrieval_recall
 
 DONE = "DONE"
 

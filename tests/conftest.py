@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def star_corpus():
-    from data import load_corpus
+    from csrl.data import load_corpus
 
     return load_corpus("star")

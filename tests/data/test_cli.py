@@ -1,6 +1,6 @@
 import json
 
-from dialogue.cli import main
+from csrl.dialogue.cli import main
 
 
 def test_data_stats_json_on_star(capsys):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from data import InvalidDataError, load_conversations, load_csv, load_jsonl, load_knowledge_base, write_jsonl
+from csrl.data import InvalidDataError, load_conversations, load_csv, load_jsonl, load_knowledge_base, write_jsonl
 
 GOOD = {"id": "ok", "turns": [{"role": "customer", "text": "Hi"}, {"role": "agent", "text": "Hello"}]}
 

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from data import Conversation, Turn, assign_splits, split_counts, split_of
+from csrl.data import Conversation, Turn, assign_splits, split_counts, split_of
 
 
 def _conv(i: int, split: str | None = None) -> Conversation:

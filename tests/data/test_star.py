@@ -1,8 +1,8 @@
 import json
 from collections import Counter
 
-from data import star_tasks
-from data.star import convert_dialogue, render_query
+from csrl.data import star_tasks
+from csrl.data.star import convert_dialogue, render_query
 
 
 def test_star_corpus_counts(star_corpus):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from dialogue.buffer import TrajectoryBuffer, TurnRecord
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
 
 
 def make_record(episode_id=0, turn_index=0, **overrides):

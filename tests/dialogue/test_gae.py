@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dialogue.gae import compute_gae, masked_mean, whiten
+from csrl.dialogue.trainer.gae import compute_gae, masked_mean, whiten
 
 
 def oracle_gae(rewards, values, dones, last_value, gamma, lam):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dialogue.config import PolicyConfig
-from dialogue.policy import ActorCritic, build_default_lm
-from dialogue.tokenizer import train_tokenizer
+from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.policy import ActorCritic, build_default_lm
+from csrl.dialogue.models.tokenizer import train_tokenizer
 
 TEXTS = [
     "customer: Hi, my card was stolen!\nagent:\nintent: bank_fraud_report\nreply: Could I get your name, please?",

@@ -8,14 +8,20 @@ import pytest
 import torch
 from test_rollout import GENERATION, build_taught_policy, make_envs
 
-from dialogue.buffer import TrajectoryBuffer, TurnRecord
-from dialogue.config import PPOConfig
-from dialogue.policy import ActorCritic
-from dialogue.ppo import compute_advantages, explained_variance
-from dialogue.ppo_trainer import kl_to_reference, latest_checkpoint, latest_policy_folder, read_metrics, train_ppo
-from dialogue.rollout import play_episodes
-from rewards.composite import CompositeReward
-from rewards.rules import FormatReward, LengthReward, RepetitionReward
+from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.models.policy import ActorCritic
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
+from csrl.dialogue.trainer.ppo import compute_advantages, explained_variance
+from csrl.dialogue.trainer.ppo_trainer import (
+    kl_to_reference,
+    latest_checkpoint,
+    latest_policy_folder,
+    read_metrics,
+    train_ppo,
+)
+from csrl.dialogue.trainer.rollout import play_episodes
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.rules import FormatReward, LengthReward, RepetitionReward
 
 CONFIG = PPOConfig.preset("debug", learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
 

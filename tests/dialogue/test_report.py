@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from dialogue.report import paired_difference, stage_curves, summarize, write_report
+from csrl.dialogue.evaluation.report import paired_difference, stage_curves, summarize, write_report
 
 
 def _episode(policy, rewards, cid="c1"):

@@ -9,22 +9,22 @@ import torch
 import torch.nn.functional as F
 from search_doubles import KeywordSearcher
 
-from data import Conversation, KBDocument, Turn
-from dialogue.buffer import TrajectoryBuffer
-from dialogue.config import PolicyConfig
-from dialogue.policy import ActorCritic
-from dialogue.rollout import (
+from csrl.data import Conversation, KBDocument, Turn
+from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.policy import ActorCritic
+from csrl.dialogue.models.prompts import results_text
+from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer
+from csrl.dialogue.trainer.rollout import (
     collect_rollouts,
     play_episodes,
     play_human_episodes,
     stage_positions,
 )
-from dialogue.sft import tokenize_example
-from dialogue.tokenizer import train_tokenizer_on_corpus
-from dialogue.turn_format import results_text
-from env import ENV_ID, LockstepEnvs
-from rewards.composite import CompositeReward
-from rewards.rules import FormatReward, LengthReward
+from csrl.dialogue.trainer.sft import tokenize_example
+from csrl.env import ENV_ID, LockstepEnvs
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.rules import FormatReward, LengthReward
 
 KB = [
     KBDocument("k-fraud", "Report card fraud: we need your full name and account number.", "fraud", "fraud"),
@@ -182,7 +182,7 @@ def test_stage_rewards_land_on_their_step(policy, credit):
 
 
 def test_stage_positions_of_a_known_turn(policy):
-    from dialogue.rollout import GeneratedTurn
+    from csrl.dialogue.trainer.rollout import GeneratedTurn
 
     tokenizer = policy.tokenizer
     pieces = [

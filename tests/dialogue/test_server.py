@@ -9,11 +9,11 @@ import httpx
 import pytest
 import uvicorn
 
-from data import KBDocument
-from dialogue.scoring import TurnScorer, score_file
-from dialogue.server import create_app
-from rewards.composite import CompositeReward
-from rewards.rules import FormatReward, LengthReward
+from csrl.data import KBDocument
+from csrl.dialogue.serving.scoring import TurnScorer, score_file
+from csrl.dialogue.serving.server import create_app
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.rules import FormatReward, LengthReward
 
 KB = [KBDocument("kb-hours", "We are open 9 to 5.", "hours", "store_hours")]
 INTENTS = {"store_hours", "bank_fraud_report"}

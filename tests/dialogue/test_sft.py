@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
-from dialogue.config import PolicyConfig, SFTConfig
-from dialogue.policy import ActorCritic
-from dialogue.sft import run_sft, tokenize_example
-from dialogue.tokenizer import train_tokenizer_on_corpus
-from dialogue.turn_format import corpus_to_examples
+from csrl.dialogue.config import PolicyConfig, SFTConfig
+from csrl.dialogue.models.policy import ActorCritic
+from csrl.dialogue.models.prompts import corpus_to_examples
+from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+from csrl.dialogue.trainer.sft import run_sft, tokenize_example
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dialogue.tokenizer import (
+from csrl.dialogue.models.tokenizer import (
     EOS_TOKEN,
     PAD_TOKEN,
     corpus_texts,

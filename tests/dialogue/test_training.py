@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dialogue.cli import main
-from dialogue.training import DataConfig, TrainConfig, subset_corpus, train
+from csrl.dialogue.cli import main
+from csrl.dialogue.pipeline.training import DataConfig, TrainConfig, subset_corpus, train
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +122,8 @@ def _off_topic(conversations, intent):
 
 
 def test_reactive_customer_sours_on_off_topic_replies_and_leaves(debug_run):
-    from dialogue.runs import open_run
-    from env import ConversationEnv, EnvConfig
+    from csrl.dialogue.pipeline.runs import open_run
+    from csrl.env import ConversationEnv, EnvConfig
 
     out, _, _ = debug_run
     run = open_run(out)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data.schema import Conversation, KBDocument, Turn
-from dialogue.turn_format import (
+from csrl.data.schema import Conversation, KBDocument, Turn
+from csrl.dialogue.models.prompts import (
     AGENT_TURN_START,
     SEARCH_PAUSE,
     build_prompt,

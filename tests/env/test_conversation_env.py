@@ -5,10 +5,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from search_doubles import KeywordSearcher
 
-from data import Conversation, KBDocument, Turn
-from env import ENV_ID, ConversationEnv, EnvConfig, LockstepEnvs, conversation_slots
-from rewards.composite import CompositeReward
-from rewards.rules import FormatReward, LengthReward
+from csrl.data import Conversation, KBDocument, Turn
+from csrl.env import ENV_ID, ConversationEnv, EnvConfig, LockstepEnvs, conversation_slots
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.rules import FormatReward, LengthReward
 
 KB = [
     KBDocument(

@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(scope="session")
 def encoder():
     """The embedded offline default encoder, loaded once; its embedding cache is shared by the tests."""
-    from rewards.encoder import TextEncoder
+    from csrl.rewards.encoder import TextEncoder
 
     return TextEncoder()

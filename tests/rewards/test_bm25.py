@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rewards.bm25 import BM25Index, lucene_idf, normalize_by_best, tokenize
+from csrl.rewards.search.bm25 import BM25Index, lucene_idf, normalize_by_best, tokenize
 
 CORPUS = ["the cat sat", "a dog barked at the cat", "stock prices fell"]
 

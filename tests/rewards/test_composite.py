@@ -1,11 +1,11 @@
 import pytest
 
-from data import Conversation, Turn
-from rewards.composite import CompositeReward
-from rewards.config import RewardConfig
-from rewards.context import TurnContext, contexts_from_conversation
-from rewards.integrity import NEGATIVES, build_integrity_pairs, integrity_check
-from rewards.rules import LengthReward
+from csrl.data import Conversation, Turn
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.config import RewardConfig
+from csrl.rewards.context import TurnContext, contexts_from_conversation
+from csrl.rewards.integrity import NEGATIVES, build_integrity_pairs, integrity_check
+from csrl.rewards.rules import LengthReward
 
 
 class Table:

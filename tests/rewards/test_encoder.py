@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rewards.config import RewardConfig
-from rewards.encoder import cpu_has_native_bf16, resolve_precision
+from csrl.rewards.config import RewardConfig
+from csrl.rewards.encoder import cpu_has_native_bf16, resolve_precision
 
 TEXTS = ["I need a taxi to the airport at 6 pm", "Your booking is confirmed.", "héllo — ça va?", ""]
 
@@ -43,9 +43,9 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path, monkeypatch):
     without.write_text("flags\t\t: fpu sse avx2\n")
     assert cpu_has_native_bf16(str(with_bf16)) and not cpu_has_native_bf16(str(without))
     assert not cpu_has_native_bf16(str(tmp_path / "missing"))
-    monkeypatch.setattr("rewards.encoder.cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("csrl.rewards.encoder.cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bfloat16"
-    monkeypatch.setattr("rewards.encoder.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("csrl.rewards.encoder.cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "float32"
     assert resolve_precision("bfloat16", "cpu") == "bfloat16"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.schema import Conversation, Turn
-from rewards.context import TurnContext, contexts_from_conversation
-from rewards.intent import (
+from csrl.data.schema import Conversation, Turn
+from csrl.rewards.context import TurnContext, contexts_from_conversation
+from csrl.rewards.intent import (
     IntentClassifier,
     IntentHead,
     IntentReward,
@@ -184,7 +184,7 @@ def test_training_changes_parameters_and_beats_chance(trained, small_star, encod
 
 
 def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkeypatch):
-    from rewards.encoder import TextEncoder
+    from csrl.rewards.encoder import TextEncoder
 
     classifier, _ = trained
     classifier.save(tmp_path)

@@ -3,13 +3,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from data.schema import Conversation, KBDocument, Turn
-from rewards.context import TurnContext
-from rewards.dense_index import DenseIndex
-from rewards.retrieval import (
+from csrl.data.schema import Conversation, KBDocument, Turn
+from csrl.rewards.context import TurnContext
+from csrl.rewards.retrieval import RetrievalReward
+from csrl.rewards.search.dense_index import DenseIndex
+from csrl.rewards.search.retriever import (
     Calibration,
     HybridRetriever,
-    RetrievalReward,
     document_text,
     logged_searches,
     retrieval_recall,

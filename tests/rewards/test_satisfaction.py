@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.schema import Conversation
-from rewards.context import contexts_from_conversation
-from rewards.satisfaction import (
+from csrl.data.schema import Conversation
+from csrl.rewards.context import contexts_from_conversation
+from csrl.rewards.satisfaction import (
     SCALAR_NAMES,
     SYNTHETIC_KINDS,
     SatisfactionClassifier,
@@ -190,7 +190,7 @@ def test_config_validation(field, value):
 
 
 def test_ranking_term_learns_an_order_the_labels_do_not_show():
-    from rewards.intent import fit_head
+    from csrl.rewards.intent import fit_head
 
     # labels are coin flips; only the pairs say "higher feature 0 is better"
     generator = torch.Generator().manual_seed(0)
@@ -236,7 +236,7 @@ def test_training_changes_parameters_and_beats_chance(trained, star_corpus, enco
 
 
 def test_save_load_offline_gives_identical_predictions(trained, tmp_path, monkeypatch):
-    from rewards.encoder import TextEncoder
+    from csrl.rewards.encoder import TextEncoder
 
     classifier, _ = trained
     classifier.save(tmp_path)

@@ -3,10 +3,10 @@
 The stages, in order (a finished stage leaves a ``DONE`` marker and is loaded, not redone):
 
 1. ``rewards/``: the KB index, the intent and satisfaction classifiers and their held-out metrics
-   (:mod:`rewards.stack`);
+   (:mod:`csrl.rewards.stack`);
 2. ``sft/``: a byte-level BPE tokenizer trained on the logs and the policy fine-tuned on the logged
    agent turns written as processes (TRL ``SFTTrainer``);
-3. ``ppo/``: the project's PPO against the conversation environment (:mod:`dialogue.ppo_trainer`),
+3. ``ppo/``: the project's PPO against the conversation environment (:mod:`csrl.dialogue.trainer.ppo_trainer`),
    checkpointed every iteration, so ``--resume`` continues a killed run.
 
 ``TrainConfig`` composes the packages' own configs; ``config.json`` in the run folder records it.
@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data import Conversation, Corpus, load_corpus
-from dialogue.config import PRESETS, PolicyConfig, PPOConfig, SFTConfig
-from env import EnvConfig
-from rewards.config import RewardConfig
-from rewards.stack import RewardTrainingConfig
+from csrl.data import Conversation, Corpus, load_corpus
+from csrl.dialogue.config import PRESETS, PolicyConfig, PPOConfig, SFTConfig
+from csrl.env import EnvConfig
+from csrl.rewards.config import RewardConfig
+from csrl.rewards.stack import RewardTrainingConfig
 
 CONFIG_FILE = "config.json"
 DONE = "DONE"
@@ -169,10 +169,10 @@ def _mark_done(folder: Path, summary: dict) -> None:
 
 def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
     """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``)."""
-    from dialogue.policy import ActorCritic
-    from dialogue.sft import run_sft
-    from dialogue.tokenizer import train_tokenizer_on_corpus
-    from dialogue.turn_format import corpus_to_examples
+    from csrl.dialogue.models.policy import ActorCritic
+    from csrl.dialogue.models.prompts import corpus_to_examples
+    from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+    from csrl.dialogue.trainer.sft import run_sft
 
     if _done(folder):
         log(f"sft: cached in {folder}")
@@ -202,7 +202,7 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
 
 def make_envs(conversations: list[Conversation], stack, env_config: EnvConfig, count: int, max_turns: int):
     """``count`` conversation environments over ``conversations`` sharing the stack's reward, in lockstep."""
-    from env import ConversationEnv, LockstepEnvs
+    from csrl.env import ConversationEnv, LockstepEnvs
 
     envs = [
         ConversationEnv(conversations, stack.reward, stack.retriever, env_config, encoder=stack.encoder)
@@ -240,8 +240,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         FileExistsError: ``out`` already holds a run and ``resume`` is False (nothing is overwritten).
         ValueError: ``resume`` with a config that differs from the saved one.
     """
-    from dialogue.ppo_trainer import train_ppo
-    from rewards.stack import build_reward_stack
+    from csrl.dialogue.trainer.ppo_trainer import train_ppo
+    from csrl.rewards.stack import build_reward_stack
 
     run = Path(out)
     if (run / CONFIG_FILE).exists():

@@ -1,12 +1,12 @@
 r"""PPO on conversations, the maths of one iteration: rewards, GAE over the episode's agent tokens, clipped update.
 
 Reads top to bottom like CleanRL's ``ppo.py``; the loop that calls it (rollouts, checkpoints, logging) is
-:mod:`dialogue.ppo_trainer`. Names follow the paper: ``advantages``, ``returns``, ``pg_loss``, ``v_loss``,
+:mod:`csrl.dialogue.trainer.ppo_trainer`. Names follow the paper: ``advantages``, ``returns``, ``pg_loss``, ``v_loss``,
 ``approx_kl``, ``clipfrac``; ``b_`` is the whole batch, ``mb_`` a minibatch.
 
 1. **Per-token rewards.** On each policy token ``t`` of a turn:
    ``r_t = placed stage rewards_t - kl_coef * (log pi_old(a_t) - log pi_ref(a_t))``, where the stage rewards
-   sit where :func:`dialogue.credit.place_rewards` put them (``TurnRecord.token_rewards``: each stage on the
+   sit where :func:`csrl.dialogue.trainer.credit.place_rewards` put them (``TurnRecord.token_rewards``: each stage on the
    last token of the step it scores, or the composite on the turn's last token).
 2. **GAE over the episode.** The policy's tokens of an episode's turns, chained in order, are one sequence of
    steps; prompt, customer and inserted results tokens are not steps (mask 0). The last step is ``done`` if
@@ -16,8 +16,8 @@ Reads top to bottom like CleanRL's ``ppo.py``; the loop that calls it (rollouts,
 
 Hand-checkable: one turn of two policy tokens, a reward of 1 on the last, no KL, gamma = lam = 1:
 
->>> from dialogue.buffer import TrajectoryBuffer, TurnRecord
->>> from dialogue.config import PPOConfig
+>>> from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
+>>> from csrl.dialogue.config import PPOConfig
 >>> record = TurnRecord(episode_id=0, turn_index=0, state="", action="", reward=1.0, done=True,
 ...     query_ids=[1], response_ids=[2, 3, 4], action_mask=[1, 0, 1], logprobs=[-1.0, 0.0, -1.0],
 ...     values=[0.25, 0.0, 0.5], ref_logprobs=[-1.0, 0.0, -1.0], token_rewards=[0.0, 0.0, 1.0])
@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dialogue.buffer import TrajectoryBuffer
-from dialogue.config import PPOConfig
-from dialogue.gae import compute_gae, masked_mean, whiten
-from dialogue.rollout import RolloutStats, left_pad
+from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer
+from csrl.dialogue.trainer.gae import compute_gae, masked_mean, whiten
+from csrl.dialogue.trainer.rollout import RolloutStats, left_pad
 
 # -- 1-3. rewards, GAE, whitening ----------------------------------------------------------------------
 
@@ -81,7 +81,7 @@ def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[Turn
         if not record.ref_logprobs or not record.token_rewards:
             raise ValueError(
                 f"episode {record.episode_id} turn {record.turn_index} has no ref_logprobs or token_rewards: "
-                "collect the buffer with dialogue.rollout.collect_rollouts"
+                "collect the buffer with csrl.dialogue.trainer.rollout.collect_rollouts"
             )
         if sum(record.action_mask) == 0:
             raise ValueError(f"episode {record.episode_id} turn {record.turn_index} has no policy token")
@@ -184,7 +184,7 @@ def ppo_update(
     """Minibatch epochs of the clipped PPO objective over the rollout's turns; updates ``policy`` in place.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic` (``evaluate`` gives new log-probs, entropy, values).
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` (``evaluate`` gives new log-probs, entropy, values).
         optimizer: its optimizer.
         turns: :func:`compute_advantages` of the rollout.
         config: ``update_epochs``, ``minibatch_size``, ``clip_coef``, ``clip_vloss``, ``vf_clip_coef``,

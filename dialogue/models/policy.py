@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dialogue.config import PolicyConfig
+from csrl.dialogue.config import PolicyConfig
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FILE = "policy.json"
@@ -262,7 +262,7 @@ class ActorCritic(nn.Module):
         """Sample continuations of a left-padded batch with the KV cache; each row stops on its own.
 
         A row stops at the eos token, when its new text contains a stop string or matches a stop
-        pattern (e.g. ``dialogue.turn_format.SEARCH_PAUSE``, after the ``search:`` line), or after
+        pattern (e.g. ``csrl.dialogue.models.prompts.SEARCH_PAUSE``, after the ``search:`` line), or after
         ``max_new_tokens``. The token that completes a stop is kept: the rollout continues from
         exactly the tokens the policy wrote.
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dialogue.config import PolicyConfig, PPOConfig
-from dialogue.ppo import compute_advantages, ppo_update, rollout_metrics
-from dialogue.rollout import collect_rollouts, default_policy_config, episode_seed
+from csrl.dialogue.config import PolicyConfig, PPOConfig
+from csrl.dialogue.trainer.ppo import compute_advantages, ppo_update, rollout_metrics
+from csrl.dialogue.trainer.rollout import collect_rollouts, default_policy_config, episode_seed
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -93,7 +93,7 @@ def save_checkpoint(run_dir: Path, iteration: int, policy, optimizer, metrics: d
 
 def load_checkpoint(folder: Path, policy, optimizer) -> dict:
     """Load a checkpoint into ``policy``, ``optimizer`` and the global RNGs; returns its trainer state."""
-    from dialogue.policy import ActorCritic
+    from csrl.dialogue.models.policy import ActorCritic
 
     saved = ActorCritic.load(folder)
     policy.load_state_dict(saved.state_dict())
@@ -120,7 +120,7 @@ def latest_policy_folder(run_dir: str | Path) -> Path | None:
 def kl_to_reference(policy, reference, episodes: list[dict], *, temperature: float = 1.0, batch_size: int = 16) -> dict:
     """How far ``policy`` moved from ``reference``: log pi - log pi_ref on the policy tokens of played turns.
 
-    Each turn of ``episodes`` (transcripts from :func:`~dialogue.rollout.play_episodes`, which keep the
+    Each turn of ``episodes`` (transcripts from :func:`~csrl.dialogue.trainer.rollout.play_episodes`, which keep the
     ``prompt``) is re-tokenized as in a rollout (prompt, then the action's pieces; the results block is
     not the policy's). When the episodes were sampled from ``policy`` at ``temperature``, the mean is a
     Monte-Carlo estimate of KL(pi || pi_ref) per token; re-tokenizing the text may pick other (canonical)
@@ -129,8 +129,8 @@ def kl_to_reference(policy, reference, episodes: list[dict], *, temperature: flo
     Returns:
         ``{"kl_per_token", "kl_per_turn", "turns", "tokens"}``.
     """
-    from dialogue.rollout import GeneratedTurn, score_tokens, turn_budget
-    from dialogue.turn_format import policy_segments
+    from csrl.dialogue.models.prompts import policy_segments
+    from csrl.dialogue.trainer.rollout import GeneratedTurn, score_tokens, turn_budget
 
     tokenizer = policy.tokenizer
     prompt_budget, _ = turn_budget(policy.context_length, default_policy_config(policy))
@@ -227,13 +227,13 @@ def train_ppo(
     """Train ``policy`` with PPO on the conversations of ``envs``; the policy is updated in place.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic`, typically after SFT; its state at the start (or
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`, typically after SFT; its state at the start (or
             ``run_dir/reference`` when resuming) is the frozen reference of the KL penalty.
-        envs: :class:`~env.lockstep.LockstepEnvs` of ``config.rollout_batch_size`` environments sharing one reward.
-        config: :class:`~dialogue.config.PPOConfig`; episodes are truncated after ``turns_per_episode`` turns.
+        envs: :class:`~csrl.env.lockstep.LockstepEnvs` of ``config.rollout_batch_size`` environments sharing one reward.
+        config: :class:`~csrl.dialogue.config.PPOConfig`; episodes are truncated after ``turns_per_episode`` turns.
         run_dir: where everything is written (see the module docstring).
         policy_config: ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget`` of the rollouts
-            (default: :func:`~dialogue.rollout.default_policy_config`).
+            (default: :func:`~csrl.dialogue.trainer.rollout.default_policy_config`).
         resume: continue from ``run_dir``'s last complete checkpoint (a fresh start when there is none).
         progress: show a tqdm bar over the iterations.
 
@@ -248,8 +248,8 @@ def train_ppo(
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from dialogue.buffer import TrajectoryBuffer  # noqa: F401  (documents what buffers/ holds)
-    from dialogue.policy import ActorCritic
+    from csrl.dialogue.models.policy import ActorCritic
+    from csrl.dialogue.trainer.buffer import TrajectoryBuffer  # noqa: F401  (documents what buffers/ holds)
 
     run_dir = Path(run_dir)
     if len(envs) != config.rollout_batch_size:

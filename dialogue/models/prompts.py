@@ -1,7 +1,7 @@
 r"""The agent turn as a process, seen from the policy: prompts, the search pause, and SFT examples from the logs.
 
 The text format itself (``intent:`` / ``search:`` / ``results:`` / ``reply:``, the total parser, the
-rendering of results and of the dialogue) is defined once, in :mod:`env.turn_format`, because the
+rendering of results and of the dialogue) is defined once, in :mod:`csrl.env.turn_format`, because the
 environment needs it and may not import ``dialogue`` (imports go ``data`` ← ``rewards`` ← ``env`` ←
 ``dialogue``). This module re-exports it and adds what only the policy needs:
 
@@ -15,7 +15,7 @@ environment needs it and may not import ``dialogue`` (imports go ``data`` ← ``
 
 A logged turn with a lookup, written as a process:
 
->>> from data.schema import KBDocument, Conversation, Turn
+>>> from csrl.data.schema import KBDocument, Conversation, Turn
 >>> conv = Conversation(id="c1", intent="weather", turns=(
 ...     Turn("customer", "Weather in Detroit on Tuesday?"),
 ...     Turn("tool", query="weather City=Detroit Day=Tuesday",
@@ -38,8 +38,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from data.schema import Conversation, KBDocument, Turn
-from env.turn_format import (
+from csrl.data.schema import Conversation, KBDocument, Turn
+from csrl.env.turn_format import (
     AGENT_TURN_START,
     KEYS,
     ParsedTurn,
@@ -137,7 +137,7 @@ def conversation_to_examples(
 ) -> list[dict]:
     """Every logged agent turn of ``conversation`` as an SFT example written as a process.
 
-    The history is kept as the environment keeps it (see ``env.simulators.conversation_slots``):
+    The history is kept as the environment keeps it (see ``csrl.env.simulators.conversation_slots``):
     customer turns, then for each agent turn the lookup it made (if any) and the agent turn itself.
     Where the agent made several lookups in a row, the last one -- the one its reply used -- is
     the turn's ``search:``; the earlier ones are left out, as the policy searches once a turn.
@@ -194,7 +194,7 @@ def corpus_to_examples(
 ) -> list[dict]:
     """SFT examples from the conversations of ``split`` (None: all), the first ``limit`` conversations of it.
 
-    >>> from data.schema import Conversation, Turn
+    >>> from csrl.data.schema import Conversation, Turn
     >>> convs = [Conversation(id="a", split="train", turns=(Turn("customer", "Hi"), Turn("agent", "Hello"))),
     ...          Conversation(id="b", split="test", turns=(Turn("customer", "Hi"), Turn("agent", "Hey")))]
     >>> [e["conversation_id"] for e in corpus_to_examples(convs)]

@@ -11,9 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from dialogue.report import paired_difference, summarize
-from dialogue.runs import Run
-from dialogue.training import make_envs
+from csrl.dialogue.evaluation.report import paired_difference, summarize
+from csrl.dialogue.pipeline.runs import Run
+from csrl.dialogue.pipeline.training import make_envs
 
 EVAL_FILE = "eval.json"
 
@@ -30,7 +30,7 @@ def simulate(
     max_turns: int | None = None,
 ) -> list[dict]:
     """Play ``episodes`` held-out conversations with ``agent`` (``ppo``, ``sft`` or ``human``); one dict per episode."""
-    from dialogue.rollout import play_episodes, play_human_episodes
+    from csrl.dialogue.trainer.rollout import play_episodes, play_human_episodes
 
     conversations = run.corpus.split(split)
     if not conversations:
@@ -49,7 +49,7 @@ def simulate(
 
 def evaluate_run(run: Run, *, episodes: int | None = None, seed: int = 0, log=print) -> dict:
     """``csrl eval``: the reward models' held-out metrics and every policy's held-out reward, in one dict."""
-    from dialogue.ppo_trainer import kl_to_reference
+    from csrl.dialogue.trainer.ppo_trainer import kl_to_reference
 
     started = time.perf_counter()
     result = json.loads((run.path / "rewards" / "metrics.json").read_text())

@@ -1,17 +1,17 @@
 r"""Batched multi-turn rollouts: B conversations stepped together, one batched generation per step.
 
-Each step, every active environment's dialogue becomes a prompt (:func:`~dialogue.turn_format.build_prompt`)
-and the policy writes the agent turn for all of them in one batched :meth:`~dialogue.policy.ActorCritic.generate`
+Each step, every active environment's dialogue becomes a prompt (:func:`~csrl.dialogue.models.prompts.build_prompt`)
+and the policy writes the agent turn for all of them in one batched :meth:`~csrl.dialogue.models.policy.ActorCritic.generate`
 that pauses after a ``search:`` line. The rows that paused get their environment's search results inserted as
-:func:`~dialogue.turn_format.results_text` tokens -- the environment's, not the policy's: action mask 0 -- and
-write their ``reply:`` in a second batched generation. :meth:`env.lockstep.LockstepEnvs.step` then scores every
+:func:`~csrl.dialogue.models.prompts.results_text` tokens -- the environment's, not the policy's: action mask 0 -- and
+write their ``reply:`` in a second batched generation. :meth:`csrl.env.lockstep.LockstepEnvs.step` then scores every
 turn in one reward call.
 
 Two users:
 
 - :func:`collect_rollouts` (PPO): per turn, the token ids, action mask, old log-probs and values, the frozen
   reference's log-probs, the reward breakdown and where each stage's reward lands, into a
-  :class:`~dialogue.buffer.TrajectoryBuffer`.
+  :class:`~csrl.dialogue.trainer.buffer.TrajectoryBuffer`.
 - :func:`play_episodes` and :func:`play_human_episodes` (``csrl simulate`` / ``csrl eval``): transcripts
   of the policy's episodes, or of the logged human agent's.
 
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dialogue.buffer import TrajectoryBuffer, TurnRecord
-from dialogue.config import PolicyConfig
-from dialogue.credit import place_rewards, stage_char_ends, token_at_char
-from dialogue.turn_format import SEARCH_PAUSE, TURN_END_STOPS, build_prompt, parse_agent_turn, results_text
+from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.prompts import SEARCH_PAUSE, TURN_END_STOPS, build_prompt, parse_agent_turn, results_text
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
+from csrl.dialogue.trainer.credit import place_rewards, stage_char_ends, token_at_char
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def token_char_ends(tokenizer, token_ids: Sequence[int], skip: int | None = None
     """Cumulative character ends of each token of ``token_ids`` in their decoded text (``skip``: an id to drop).
 
     Decoded prefix by prefix, so multi-byte characters split across byte-level tokens count once; forced
-    non-decreasing, as :func:`~dialogue.credit.token_at_char` bisects them.
+    non-decreasing, as :func:`~csrl.dialogue.trainer.credit.token_at_char` bisects them.
     """
     ends, kept, last = [], [], 0
     for token in token_ids:
@@ -157,8 +157,8 @@ def generate_turns(
     """Write the agent turn of each environment in ``indices`` with two batched generations.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic`.
-        envs: the :class:`~env.lockstep.LockstepEnvs`.
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
+        envs: the :class:`~csrl.env.lockstep.LockstepEnvs`.
         indices: the environments to write for (active ones).
         policy_config: ``max_new_tokens``, ``top_k`` and ``results_char_budget`` of the policy config.
         temperature: sampling temperature (0: greedy).
@@ -311,9 +311,9 @@ def collect_rollouts(
     """Play one episode in every environment of ``envs`` with the policy; record every turn for PPO.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic` being trained (sampled at ``policy_config.temperature``).
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` being trained (sampled at ``policy_config.temperature``).
         reference: its frozen copy at the start of training (for the per-token KL penalty).
-        envs: :class:`~env.lockstep.LockstepEnvs`; all are reset with seeds drawn from ``seed``.
+        envs: :class:`~csrl.env.lockstep.LockstepEnvs`; all are reset with seeds drawn from ``seed``.
         policy_config: the policy config's ``max_new_tokens``, ``temperature``, ``top_k``, ``results_char_budget``.
         seed: seeds the environment resets and the sampling (same seed, same rollout).
         max_turns: truncate episodes after this many turns (default: the environments' limit).
@@ -322,7 +322,7 @@ def collect_rollouts(
         batch_size: sequences per forward pass when scoring log-probs and values.
 
     Returns:
-        The buffer (one :class:`~dialogue.buffer.TurnRecord` per turn, episodes in order) and :class:`RolloutStats`.
+        The buffer (one :class:`~csrl.dialogue.trainer.buffer.TurnRecord` per turn, episodes in order) and :class:`RolloutStats`.
     """
     if policy_config.temperature <= 0:
         raise ValueError(
@@ -458,8 +458,8 @@ def play_episodes(
     """Transcripts of ``episodes`` episodes of the policy, played ``len(envs)`` at a time.
 
     Args:
-        policy: the :class:`~dialogue.policy.ActorCritic`.
-        envs: :class:`~env.lockstep.LockstepEnvs`; round ``r`` resets env ``i`` with seed ``seed + r * B + i``.
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
+        envs: :class:`~csrl.env.lockstep.LockstepEnvs`; round ``r`` resets env ``i`` with seed ``seed + r * B + i``.
         episodes: how many episodes.
         seed: seeds the environments and the sampling.
         greedy: pick the most likely token (same as ``temperature=0``).

@@ -42,7 +42,7 @@ class TurnRecord:
             (where process credit places that stage's reward).
         components: each reward component's raw score (``stage_rewards`` holds the weighted ones).
         token_rewards: per ``response_ids`` token, the stage rewards placed on it by the run's credit
-            choice (``dialogue.credit.place_rewards``); empty when not computed.
+            choice (``csrl.dialogue.trainer.credit.place_rewards``); empty when not computed.
         bootstrap_value: V of the state after the turn when the episode was truncated there (else 0).
     """
 

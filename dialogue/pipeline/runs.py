@@ -1,6 +1,6 @@
 """A trained run folder, opened for the jobs that use it: ``csrl score / serve / simulate / eval``.
 
-Layout written by ``csrl train`` (see :mod:`dialogue.training`)::
+Layout written by ``csrl train`` (see :mod:`csrl.dialogue.pipeline.training`)::
 
     runs/NAME/
       config.json        the TrainConfig
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from data import Corpus
-from dialogue.training import TrainConfig, load_config, load_training_corpus
+from csrl.data import Corpus
+from csrl.dialogue.pipeline.training import TrainConfig, load_config, load_training_corpus
 
 POLICIES = ("ppo", "sft", "human")
 
@@ -36,14 +36,14 @@ class Run:
 
     @cached_property
     def stack(self):
-        """The trained reward models (:class:`rewards.stack.RewardStack`)."""
-        from rewards.stack import load_reward_stack
+        """The trained reward models (:class:`csrl.rewards.stack.RewardStack`)."""
+        from csrl.rewards.stack import load_reward_stack
 
         return load_reward_stack(self.path / "rewards")
 
     def scorer(self):
-        """A :class:`~dialogue.scoring.TurnScorer` over the run's reward, KB and intents."""
-        from dialogue.scoring import TurnScorer
+        """A :class:`~csrl.dialogue.serving.scoring.TurnScorer` over the run's reward, KB and intents."""
+        from csrl.dialogue.serving.scoring import TurnScorer
 
         # the reward folder holds its own copy of the KB: scoring never reloads the logs
         return TurnScorer(self.stack.reward, self.stack.documents, self.stack.intents)
@@ -53,7 +53,7 @@ class Run:
         if which == "sft":
             folder = self.path / "sft"
         elif which == "ppo":
-            from dialogue.ppo_trainer import latest_policy_folder
+            from csrl.dialogue.trainer.ppo_trainer import latest_policy_folder
 
             folder = latest_policy_folder(self.path / "ppo")
         else:
@@ -65,8 +65,8 @@ class Run:
         return folder
 
     def policy(self, which: str):
-        """Load policy ``which`` (``ppo`` or ``sft``) as an :class:`~dialogue.policy.ActorCritic` in eval mode."""
-        from dialogue.policy import ActorCritic
+        """Load policy ``which`` (``ppo`` or ``sft``) as an :class:`~csrl.dialogue.models.policy.ActorCritic` in eval mode."""
+        from csrl.dialogue.models.policy import ActorCritic
 
         policy = ActorCritic.load(self.policy_folder(which))
         policy.eval()

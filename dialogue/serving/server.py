@@ -1,6 +1,6 @@
 """``csrl serve``: the reward as an HTTP JSON API (FastAPI), batching concurrent requests.
 
-Endpoints: ``POST /v1/score`` (see :mod:`dialogue.scoring` for the record shape), ``GET /healthz``,
+Endpoints: ``POST /v1/score`` (see :mod:`csrl.dialogue.serving.scoring` for the record shape), ``GET /healthz``,
 and the OpenAPI schema at ``/openapi.json`` (browsable at ``/docs``).
 
 Concurrent requests are scored together: each request's turns go on a queue, and one worker
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dialogue.scoring import ScoreRequest, ScoreResponse, TurnRecord, TurnScorer, describe_validation_error
+from csrl.dialogue.serving.scoring import ScoreRequest, ScoreResponse, TurnRecord, TurnScorer, describe_validation_error
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 

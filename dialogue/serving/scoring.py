@@ -27,9 +27,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from data.schema import KBDocument, Turn
-from rewards.composite import CompositeReward
-from rewards.context import TurnContext
+from csrl.data.schema import KBDocument, Turn
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.context import TurnContext
 
 MAX_TEXT_CHARS = 4000
 MAX_HISTORY_TURNS = 200

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of the policy on the logged agent turns written as processes, with TRL's ``SFTTrainer``.
 
-The examples are prompt/completion pairs (:func:`dialogue.turn_format.conversation_to_examples`).
+The examples are prompt/completion pairs (:func:`csrl.dialogue.models.prompts.conversation_to_examples`).
 We tokenize them ourselves and hand TRL a processed dataset of ``input_ids`` and ``completion_mask``
 (TRL turns the mask into ``-100`` labels with ``completion_only_loss=True``), because:
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dialogue.config import SFTConfig
-from dialogue.turn_format import policy_segments
+from csrl.dialogue.config import SFTConfig
+from csrl.dialogue.models.prompts import policy_segments
 
 
 def tokenize_example(tokenizer, prompt: str, completion: str, max_length: int, mask_results: bool = True) -> dict:
@@ -99,11 +99,11 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
     """Fine-tune ``model`` on ``examples`` with TRL's ``SFTTrainer``; the model is updated in place.
 
     Args:
-        model: an :class:`~dialogue.policy.ActorCritic` (its LM is trained; the value head is left
+        model: an :class:`~csrl.dialogue.models.policy.ActorCritic` (its LM is trained; the value head is left
             alone) or a transformers causal LM.
         tokenizer: its tokenizer, with pad and eos tokens.
         examples: dicts with ``prompt`` and ``completion`` (see ``conversation_to_examples``).
-        config: :class:`~dialogue.config.SFTConfig`.
+        config: :class:`~csrl.dialogue.config.SFTConfig`.
         output_dir: where the trainer writes its logs (no checkpoints are saved here; save the policy).
 
     Returns:
@@ -117,7 +117,7 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
 
     lm = getattr(model, "lm", model)
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer needs pad and eos tokens (dialogue.tokenizer.train_tokenizer sets both)")
+        raise ValueError("the tokenizer needs pad and eos tokens (csrl.dialogue.models.tokenizer.train_tokenizer sets both)")
     dataset = build_dataset(tokenizer, examples, config)
     tokens = sum(len(ids) for ids in dataset["input_ids"])
     trained_tokens = sum(sum(mask) for mask in dataset["completion_mask"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewards.bm25 import check_k
+from csrl.rewards.search.bm25 import check_k
 
 KINDS = ("flat", "hnsw")
 HNSW_M = 32

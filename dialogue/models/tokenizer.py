@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from data.schema import Conversation
-from dialogue.turn_format import FORMAT_STRINGS, conversation_to_examples
+from csrl.data.schema import Conversation
+from csrl.dialogue.models.prompts import FORMAT_STRINGS, conversation_to_examples
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|startoftext|>"

@@ -1,0 +1,1 @@
+"""Held-out evaluation: episodes played by each agent, their summaries and the HTML report."""

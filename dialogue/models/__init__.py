@@ -1,0 +1,1 @@
+"""The policy model: a causal LM with a value head, its tokenizer and the text it reads and writes."""
