@@ -3,7 +3,7 @@
 Gymnasium's vector envs pass actions through ``step`` one environment at a time, which would
 score turns one by one; here every environment prepares its turn, the composite reward scores all
 of them in one call (one encoder pass), and each environment finishes its turn. Finished
-environments sit out until :meth:`LockstepEnvs.reset_done` restarts them.
+environments sit out until :meth:`LockstepEnvs.reset` starts the next episodes.
 """
 
 from __future__ import annotations

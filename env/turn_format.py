@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from csrl.data.schema import KBDocument, Turn
 
 KEYS = ("intent", "search", "results", "reply")
-SEARCH_STOP = "\nresults:"  # generation pauses here: the environment writes the results block
 ROLE_PREFIX = {"customer": "customer: ", "agent": "agent: ", "tool": "results: "}
 AGENT_TURN_START = "agent:\n"  # the prompt ends with this; the policy writes the process after it
 

@@ -11,9 +11,16 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from csrl.dialogue.evaluation.playback import play_episodes, play_human_episodes
 from csrl.dialogue.evaluation.report import paired_difference, summarize
+from csrl.dialogue.models.prompts import policy_segments
 from csrl.dialogue.pipeline.runs import Run
 from csrl.dialogue.pipeline.training import make_envs
+from csrl.dialogue.trainer.generation import GeneratedTurn, default_policy_config, turn_budget
+from csrl.dialogue.trainer.rollout import score_tokens
 
 EVAL_FILE = "eval.json"
 
@@ -26,18 +33,16 @@ def simulate(
     simulator: str = "replay",
     split: str = "test",
     seed: int = 0,
-    batch_size: int = 16,
+    num_envs: int = 16,
     max_turns: int | None = None,
 ) -> list[dict]:
     """Play ``episodes`` held-out conversations with ``agent`` (``ppo``, ``sft`` or ``human``); one dict per episode."""
-    from csrl.dialogue.trainer.rollout import play_episodes, play_human_episodes
-
     conversations = run.corpus.split(split)
     if not conversations:
         raise ValueError(f"the run's data has no {split!r} conversations to simulate")
     env_config = dataclasses.replace(run.config.env, simulator=simulator)
     turns = max_turns or run.config.ppo.turns_per_episode
-    envs = make_envs(conversations, run.stack, env_config, min(batch_size, episodes), turns)
+    envs = make_envs(conversations, run.stack, env_config, min(num_envs, episodes), turns)
     if agent == "human":
         played = play_human_episodes(envs, episodes, seed=seed)
     else:
@@ -49,8 +54,6 @@ def simulate(
 
 def evaluate_run(run: Run, *, episodes: int | None = None, seed: int = 0, log=print) -> dict:
     """``csrl eval``: the reward models' held-out metrics and every policy's held-out reward, in one dict."""
-    from csrl.dialogue.trainer.ppo_trainer import kl_to_reference
-
     started = time.perf_counter()
     result = json.loads((run.path / "rewards" / "metrics.json").read_text())
     episodes = episodes or run.config.eval_episodes
@@ -72,6 +75,52 @@ def evaluate_run(run: Run, *, episodes: int | None = None, seed: int = 0, log=pr
     result["eval_wall_s"] = round(time.perf_counter() - started, 1)
     (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+@torch.no_grad()
+def kl_to_reference(
+    policy, reference, episodes: list[dict], *, temperature: float = 1.0, forward_batch_size: int = 16
+) -> dict:
+    """How far ``policy`` moved from ``reference``: log pi - log pi_ref on the policy tokens of played turns.
+
+    Each turn of ``episodes`` (transcripts from :func:`~csrl.dialogue.evaluation.playback.play_episodes`, which
+    keep the ``prompt``) is re-tokenized as in a rollout (prompt, then the action's pieces; the results block is
+    not the policy's). When the episodes were sampled from ``policy`` at ``temperature``, the mean is a
+    Monte-Carlo estimate of KL(pi || pi_ref) per token; re-tokenizing the text may pick other (canonical)
+    tokens than the sampled ones, so read it as an estimate.
+
+    Returns:
+        ``{"kl_per_token", "kl_per_turn", "turns", "tokens"}``.
+    """
+    tokenizer = policy.tokenizer
+    prompt_budget, _ = turn_budget(policy.context_length, default_policy_config(policy))
+    turns = []
+    for episode in episodes:
+        for turn in episode["turns"]:
+            if "prompt" not in turn:
+                raise ValueError("kl_to_reference needs each turn's prompt: use transcripts from play_episodes")
+            query = tokenizer(turn["prompt"], add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:]
+            response, mask = [], []
+            for text, owner in policy_segments(turn["action"]):
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                response += ids
+                mask += [int(owner == "policy")] * len(ids)
+            if any(mask):
+                turns.append(GeneratedTurn(query, response, mask, turn["action"], turn["action"]))
+    if not turns:
+        raise ValueError("no turn with policy tokens to measure the KL on: play some episodes first")
+    logprobs, _ = score_tokens(policy, turns, temperature, forward_batch_size)
+    ref_logprobs, _ = score_tokens(reference, turns, temperature, forward_batch_size)
+    per_turn = [
+        sum(a - b for a, b in zip(lp, ref, strict=True)) for lp, ref in zip(logprobs, ref_logprobs, strict=True)
+    ]
+    tokens = sum(sum(t.action_mask) for t in turns)
+    return {
+        "kl_per_token": float(sum(per_turn) / tokens),
+        "kl_per_turn": float(np.mean(per_turn)),
+        "turns": len(turns),
+        "tokens": int(tokens),
+    }
 
 
 def write_transcripts(episodes: list[dict], path: str | Path) -> Path:

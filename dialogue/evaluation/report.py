@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("intent", "retrieval", "satisfaction")
+from csrl.rewards.config import STAGES
 
 
 def _png(fig) -> str:

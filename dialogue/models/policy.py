@@ -61,6 +61,23 @@ def build_default_lm(
     return GPT2LMHeadModel(gpt2_config)
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"):
+    """Token id lists as a left-padded batch: returns ``(input_ids, attention_mask)``, each ``(B, T)``.
+
+    >>> ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for b, row in enumerate(rows):
+        if row:
+            input_ids[b, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            attention_mask[b, width - len(row) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
 def _cache_of(output):
     """The KV cache of a model output, under its new (``cache``) or old (``past_key_values``) name."""
     return output["cache"] if "cache" in output else output["past_key_values"]

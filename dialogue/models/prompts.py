@@ -39,33 +39,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from csrl.data.schema import Conversation, KBDocument, Turn
-from csrl.env.turn_format import (
-    AGENT_TURN_START,
-    KEYS,
-    ParsedTurn,
-    format_agent_turn,
-    parse_agent_turn,
-    render_dialogue,
-    render_results,
-)
-
-__all__ = [
-    "AGENT_TURN_START",
-    "FORMAT_STRINGS",
-    "KEYS",
-    "SEARCH_PAUSE",
-    "TURN_END_STOPS",
-    "ParsedTurn",
-    "build_prompt",
-    "conversation_to_examples",
-    "corpus_to_examples",
-    "format_agent_turn",
-    "parse_agent_turn",
-    "policy_segments",
-    "render_dialogue",
-    "render_results",
-    "results_text",
-]
+from csrl.env.turn_format import AGENT_TURN_START, KEYS, format_agent_turn, render_dialogue, render_results
 
 # Generation pauses once the policy has finished its `search:` line: the rollout then runs the search and
 # inserts `results_text(...)`. A regex, not a fixed string, because the query in between is the policy's.
@@ -95,6 +69,16 @@ def build_prompt(history: Sequence[Turn], char_budget: int | None = None) -> str
     """
     dialogue = render_dialogue(history, char_budget)
     return (dialogue + "\n" if dialogue else "") + AGENT_TURN_START
+
+
+def cut_turn_end(text: str) -> str:
+    r"""The turn's text up to where the policy began writing the next role's line (a turn-end stop).
+
+    >>> cut_turn_end("intent: x\nreply: ok\ncustomer: thanks")
+    'intent: x\nreply: ok'
+    """
+    cuts = [text.find(stop) for stop in TURN_END_STOPS if stop in text]
+    return text[: min(cuts)] if cuts else text
 
 
 def results_text(documents: Sequence[KBDocument], char_budget: int = 600) -> str:

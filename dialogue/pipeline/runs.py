@@ -53,7 +53,7 @@ class Run:
         if which == "sft":
             folder = self.path / "sft"
         elif which == "ppo":
-            from csrl.dialogue.trainer.ppo_trainer import latest_policy_folder
+            from csrl.dialogue.trainer.checkpoints import latest_policy_folder
 
             folder = latest_policy_folder(self.path / "ppo")
         else:
@@ -65,7 +65,7 @@ class Run:
         return folder
 
     def policy(self, which: str):
-        """Load policy ``which`` (``ppo`` or ``sft``) as an :class:`~csrl.dialogue.models.policy.ActorCritic` in eval mode."""
+        """Policy ``which`` (``ppo`` or ``sft``), loaded in eval mode."""
         from csrl.dialogue.models.policy import ActorCritic
 
         policy = ActorCritic.load(self.policy_folder(which))

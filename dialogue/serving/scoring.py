@@ -46,7 +46,7 @@ class HistoryMessage(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
-class TurnRecord(BaseModel):
+class TurnInput(BaseModel):
     """One bot turn to score, in its context."""
 
     model_config = ConfigDict(extra="forbid")
@@ -77,7 +77,7 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    turns: list[TurnRecord] = Field(min_length=1, max_length=MAX_TURNS_PER_REQUEST)
+    turns: list[TurnInput] = Field(min_length=1, max_length=MAX_TURNS_PER_REQUEST)
 
 
 class TurnResult(BaseModel):
@@ -119,7 +119,7 @@ class TurnScorer:
         self.documents = {d.id: d for d in knowledge_base}
         self.intents = set(intents)
 
-    def check_intents(self, record: TurnRecord) -> str | None:
+    def check_intents(self, record: TurnInput) -> str | None:
         """The problem with the record's intents, or ``None``."""
         for name in ("intent", "gold_intent"):
             value = getattr(record, name)
@@ -128,7 +128,7 @@ class TurnScorer:
                 return f"field '{name}': unknown intent {value!r}; known: {known} (omit it to let the model infer)"
         return None
 
-    def context(self, record: TurnRecord) -> TurnContext:
+    def context(self, record: TurnInput) -> TurnContext:
         """The reward context of a validated record."""
         knowledge = None
         if record.knowledge is not None:
@@ -145,7 +145,7 @@ class TurnScorer:
             gold_intent=record.gold_intent,
         )
 
-    def score(self, records: Sequence[TurnRecord]) -> list[TurnResult]:
+    def score(self, records: Sequence[TurnInput]) -> list[TurnResult]:
         """Score validated records in one batch."""
         breakdowns = self.reward.score([self.context(r) for r in records])
         return [
@@ -163,7 +163,7 @@ def score_file(scorer: TurnScorer, source: str | Path, out, batch_size: int = 64
         (number of turns scored, problems as ``FILE:LINE: ...`` strings).
     """
     problems: list[str] = []
-    batch: list[TurnRecord] = []
+    batch: list[TurnInput] = []
     scored = 0
 
     def flush():
@@ -184,7 +184,7 @@ def score_file(scorer: TurnScorer, source: str | Path, out, batch_size: int = 64
             if not text.strip():
                 continue
             try:
-                record = TurnRecord.model_validate_json(text)
+                record = TurnInput.model_validate_json(text)
             except ValidationError as err:
                 problems.append(describe_validation_error(err, where))
                 continue

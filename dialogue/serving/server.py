@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from csrl.dialogue.serving.scoring import ScoreRequest, ScoreResponse, TurnRecord, TurnScorer, describe_validation_error
+from csrl.dialogue.serving.scoring import ScoreRequest, ScoreResponse, TurnInput, TurnScorer, describe_validation_error
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 
@@ -33,7 +33,7 @@ class ErrorResponse(BaseModel):
 
 @dataclass
 class _Job:
-    records: list[TurnRecord]
+    records: list[TurnInput]
     future: asyncio.Future = field(repr=False)
 
 
@@ -57,7 +57,7 @@ class MicroBatcher:
         if self._worker:
             self._worker.cancel()
 
-    async def score(self, records: list[TurnRecord]):
+    async def score(self, records: list[TurnInput]):
         """Score ``records`` in whatever batch they join; returns their results in order."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Job(records, future))

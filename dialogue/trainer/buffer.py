@@ -139,10 +139,6 @@ class TrajectoryBuffer:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TrajectoryBuffer) and self.records == other.records
 
-    def clear(self) -> None:
-        """Drop every record (between iterations)."""
-        self.records.clear()
-
     def episodes(self) -> list[list[TurnRecord]]:
         """Records grouped by episode (first-seen order), each sorted by turn index."""
         grouped: dict[int, list[TurnRecord]] = {}

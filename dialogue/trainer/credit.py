@@ -6,6 +6,10 @@ intent line, the retrieval stage's on the last token of the search line (or of t
 turn did not search and the knowledge scored is what supports the reply), and the satisfaction
 stage's on the last token of the reply. With ``credit="turn"`` the whole composite lands on the
 turn's last token. Rule components (weight 0 by default) go with the reply.
+
+Finding those tokens: :func:`stage_char_ends` finds where each step ends in the turn's text,
+:func:`token_char_ends` where each token ends, and :func:`stage_positions` joins the two, snapped to
+a policy token (never one of the inserted results).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping, Sequence
+
+from csrl.dialogue.models.prompts import cut_turn_end
 
 CREDITS = ("process", "turn")
 _LINE_END = {
@@ -84,3 +90,43 @@ def place_rewards(
         position = stage_token.get(step_of.get(component, "reply"), last)
         rewards[min(max(position, 0), last)] += float(value)
     return rewards
+
+
+def token_char_ends(tokenizer, token_ids: Sequence[int], skip: int | None = None) -> list[int]:
+    """Cumulative character ends of each token of ``token_ids`` in their decoded text (``skip``: an id to drop).
+
+    Decoded prefix by prefix, so multi-byte characters split across byte-level tokens count once; forced
+    non-decreasing, as :func:`token_at_char` bisects them.
+    """
+    ends, kept, last = [], [], 0
+    for token in token_ids:
+        if token != skip:
+            kept.append(token)
+        last = max(last, len(tokenizer.decode(kept, skip_special_tokens=False)))
+        ends.append(last)
+    return ends
+
+
+def snap_to_action(index: int, action_mask: Sequence[int]) -> int:
+    """The policy token at or before ``index`` (else the first after): a reward must land on an action.
+
+    >>> snap_to_action(3, [1, 1, 0, 0, 1])
+    1
+    >>> snap_to_action(0, [0, 1])
+    1
+    """
+    for i in range(min(index, len(action_mask) - 1), -1, -1):
+        if action_mask[i]:
+            return i
+    return next(i for i, m in enumerate(action_mask) if m)
+
+
+def stage_positions(tokenizer, turn) -> dict[str, int]:
+    """Index in ``turn.response_ids`` of the last token of each step (intent, search, reply), on policy tokens.
+
+    ``turn`` is a :class:`~csrl.dialogue.trainer.generation.GeneratedTurn` (its ``response_ids``,
+    ``action_mask`` and ``text``).
+    """
+    ends = token_char_ends(tokenizer, turn.response_ids, skip=tokenizer.eos_token_id)
+    chars = stage_char_ends(cut_turn_end(turn.text))
+    return {step: snap_to_action(token_at_char(ends, end), turn.action_mask) for step, end in chars.items()}

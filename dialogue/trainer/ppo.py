@@ -6,8 +6,8 @@ Reads top to bottom like CleanRL's ``ppo.py``; the loop that calls it (rollouts,
 
 1. **Per-token rewards.** On each policy token ``t`` of a turn:
    ``r_t = placed stage rewards_t - kl_coef * (log pi_old(a_t) - log pi_ref(a_t))``, where the stage rewards
-   sit where :func:`csrl.dialogue.trainer.credit.place_rewards` put them (``TurnRecord.token_rewards``: each stage on the
-   last token of the step it scores, or the composite on the turn's last token).
+   sit where :func:`~csrl.dialogue.trainer.credit.place_rewards` put them (``TurnRecord.token_rewards``: each
+   stage on the last token of the step it scores, or the composite on the turn's last token).
 2. **GAE over the episode.** The policy's tokens of an episode's turns, chained in order, are one sequence of
    steps; prompt, customer and inserted results tokens are not steps (mask 0). The last step is ``done`` if
    the episode terminated; a truncated episode bootstraps with ``V`` of the state after its last turn.
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.models.policy import left_pad
 from csrl.dialogue.trainer.buffer import TrajectoryBuffer
 from csrl.dialogue.trainer.gae import compute_gae, masked_mean, whiten
-from csrl.dialogue.trainer.rollout import RolloutStats, left_pad
 
 # -- 1-3. rewards, GAE, whitening ----------------------------------------------------------------------
 
@@ -70,6 +70,9 @@ class TurnTensors:
 def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[TurnTensors]:
     """Per-token rewards with the KL penalty, GAE over each episode's policy tokens, whitened advantages.
 
+    Gather (each episode's policy tokens as one row of steps) -> :func:`~csrl.dialogue.trainer.gae.compute_gae`
+    -> scatter (back onto each turn's response tokens).
+
     Args:
         buffer: one rollout (every turn with ``logprobs``, ``values``, ``ref_logprobs``, ``token_rewards``).
         config: ``kl_coef``, ``gamma``, ``lam``, ``whiten_advantages``.
@@ -85,15 +88,49 @@ def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[Turn
             )
         if sum(record.action_mask) == 0:
             raise ValueError(f"episode {record.episode_id} turn {record.turn_index} has no policy token")
-    order = {id(record): k for k, record in enumerate(buffer.records)}
     episodes = buffer.episodes()
+    steps = gather_episode_steps(episodes, config.kl_coef)
+    b_advantages, b_returns = compute_gae(
+        steps.rewards, steps.values, steps.dones, steps.last_values, gamma=config.gamma, lam=config.lam
+    )  # (E, N), (E, N)
+    if config.whiten_advantages:
+        b_advantages = whiten(b_advantages, steps.mask)
+    return scatter_to_turns(buffer, episodes, steps, b_advantages, b_returns)
+
+
+@dataclass
+class EpisodeSteps:
+    """A rollout's episodes as rows of steps (their policy tokens in order), left-padded to one width ``N``.
+
+    Left padding makes every episode end at the last column, where its own ``last_values`` entry bootstraps
+    it; GAE runs backwards, so the padding in front never reaches a real step.
+
+    Attributes:
+        rewards: ``(E, N)`` placed stage rewards minus ``kl_coef`` times the sampled KL.
+        values: ``(E, N)`` V_old of each step.
+        dones: ``(E, N)`` 1 on the last step of a terminated episode.
+        last_values: ``(E,)`` V of the state after a truncated episode (0 for a terminated one).
+        mask: ``(E, N)`` True on real steps.
+        lengths: steps of each episode.
+    """
+
+    rewards: torch.Tensor
+    values: torch.Tensor
+    dones: torch.Tensor
+    last_values: torch.Tensor
+    mask: torch.Tensor
+    lengths: list[int]
+
+
+def gather_episode_steps(episodes: list[list], kl_coef: float) -> EpisodeSteps:
+    """Each episode's policy tokens, chained over its turns, as one row of :class:`EpisodeSteps`."""
     steps_rewards, steps_values, last_values, terminated = [], [], [], []
     for turns in episodes:
         rewards, values = [], []
         for record in turns:
             mask = torch.tensor(record.action_mask, dtype=torch.bool)  # (n,)
             kl = torch.tensor(record.logprobs) - torch.tensor(record.ref_logprobs)  # (n,)
-            token_rewards = torch.tensor(record.token_rewards, dtype=torch.float32) - config.kl_coef * kl
+            token_rewards = torch.tensor(record.token_rewards, dtype=torch.float32) - kl_coef * kl
             rewards.append(token_rewards[mask].float())
             values.append(torch.tensor(record.values, dtype=torch.float32)[mask])
         steps_rewards.append(torch.cat(rewards))
@@ -102,8 +139,6 @@ def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[Turn
         terminated.append(last.done)
         last_values.append(last.bootstrap_value if last.truncated else 0.0)
 
-    # left-pad the episodes so they all end at the last column: each gets its own last_value there,
-    # and GAE runs backwards, so the padding (in front) never reaches a real step
     width = max(len(r) for r in steps_rewards)
     b_rewards = torch.zeros(len(episodes), width)  # (E, N)
     b_values = torch.zeros(len(episodes), width)  # (E, N)
@@ -114,15 +149,23 @@ def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[Turn
         b_values[e, width - len(values) :] = values
         b_dones[e, -1] = float(terminated[e])
         b_steps[e, width - len(rewards) :] = True
-    b_advantages, b_returns = compute_gae(
-        b_rewards, b_values, b_dones, torch.tensor(last_values), gamma=config.gamma, lam=config.lam
-    )  # (E, N), (E, N)
-    if config.whiten_advantages:
-        b_advantages = whiten(b_advantages, b_steps)
+    return EpisodeSteps(b_rewards, b_values, b_dones, torch.tensor(last_values), b_steps,
+                        [len(r) for r in steps_rewards])  # fmt: skip
 
+
+def scatter_to_turns(
+    buffer: TrajectoryBuffer,
+    episodes: list[list],
+    steps: EpisodeSteps,
+    b_advantages: torch.Tensor,
+    b_returns: torch.Tensor,
+) -> list[TurnTensors]:
+    """The ``(E, N)`` step tensors put back on each turn's response tokens (0 on off-policy tokens)."""
+    order = {id(record): k for k, record in enumerate(buffer.records)}
+    width = steps.rewards.shape[1]
     out: list[TurnTensors | None] = [None] * len(buffer)
     for e, turns in enumerate(episodes):
-        step = width - len(steps_rewards[e])  # the episode's first column
+        step = width - steps.lengths[e]  # the episode's first column
         for record in turns:
             n = len(record.response_ids)
             mask = torch.tensor(record.action_mask, dtype=torch.bool)  # (n,)
@@ -130,7 +173,7 @@ def compute_advantages(buffer: TrajectoryBuffer, config: PPOConfig) -> list[Turn
             advantages, returns, rewards = torch.zeros(n), torch.zeros(n), torch.zeros(n)  # (n,) each
             advantages[mask] = b_advantages[e, step : step + k]
             returns[mask] = b_returns[e, step : step + k]
-            rewards[mask] = b_rewards[e, step : step + k]
+            rewards[mask] = steps.rewards[e, step : step + k]
             step += k
             out[order[id(record)]] = TurnTensors(
                 input_ids=torch.tensor(record.query_ids + record.response_ids, dtype=torch.long),
@@ -184,7 +227,8 @@ def ppo_update(
     """Minibatch epochs of the clipped PPO objective over the rollout's turns; updates ``policy`` in place.
 
     Args:
-        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` (``evaluate`` gives new log-probs, entropy, values).
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` (``evaluate`` gives new log-probs, entropy,
+            values).
         optimizer: its optimizer.
         turns: :func:`compute_advantages` of the rollout.
         config: ``update_epochs``, ``minibatch_size``, ``clip_coef``, ``clip_vloss``, ``vf_clip_coef``,
@@ -264,40 +308,4 @@ def ppo_update(
     metrics["losses/explained_variance"] = explained_variance(b_values, b_returns)
     metrics["update/tokens"] = tokens
     metrics["update/minibatches"] = minibatches
-    return metrics
-
-
-# -- what a rollout tells ----------------------------------------------------------------------------------
-
-
-def rollout_metrics(buffer: TrajectoryBuffer, stats: RolloutStats, turns: list[TurnTensors]) -> dict[str, float]:
-    """``charts/*`` of one rollout: rewards per episode, per turn and per stage, the KL to the reference, search rate.
-
-    ``charts/reward_<stage>`` is the stage's weighted reward per turn (what it adds to the composite);
-    ``charts/score_<stage>`` its raw score. ``charts/kl_to_ref`` is the mean per policy token of
-    ``log pi_old - log pi_ref`` at sampling time (the quantity ``kl_coef`` multiplies);
-    ``charts/kl_to_ref_per_turn`` its sum over a turn, averaged over turns.
-    """
-    records = buffer.records
-    metrics = {
-        "charts/episodic_reward": float(np.mean(stats.episodic_returns)),
-        "charts/episodic_length": float(np.mean([len(ep) for ep in buffer.episodes()])),
-        "charts/reward_per_turn": float(np.mean([r.reward for r in records])),
-        "charts/search_rate": float(np.mean([0 in r.action_mask for r in records])),
-        "charts/terminated_rate": float(np.mean([ep[-1].done for ep in buffer.episodes()])),
-        "charts/policy_tokens_per_turn": float(np.mean([sum(r.action_mask) for r in records])),
-    }
-    for stage in sorted({name for r in records for name in r.stage_rewards}):
-        metrics[f"charts/reward_{stage}"] = float(np.mean([r.stage_rewards.get(stage, 0.0) for r in records]))
-    for stage in sorted({name for r in records for name in r.components}):
-        metrics[f"charts/score_{stage}"] = float(np.mean([r.components.get(stage, 0.0) for r in records]))
-    kl_per_turn, policy_tokens = [], 0
-    for r in records:
-        kl = [(lp - ref) * m for lp, ref, m in zip(r.logprobs, r.ref_logprobs, r.action_mask, strict=True)]
-        kl_per_turn.append(sum(kl))
-        policy_tokens += sum(r.action_mask)
-    metrics["charts/kl_to_ref"] = float(sum(kl_per_turn) / max(policy_tokens, 1))
-    metrics["charts/kl_to_ref_per_turn"] = float(np.mean(kl_per_turn))
-    mask = torch.cat([t.action_mask[-len(t.rewards) :] for t in turns]).bool()
-    metrics["charts/token_reward"] = float(torch.cat([t.rewards for t in turns])[mask].mean())
     return metrics

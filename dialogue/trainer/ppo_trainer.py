@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -32,136 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from csrl.data.files import write_text_atomic
 from csrl.dialogue.config import PolicyConfig, PPOConfig
-from csrl.dialogue.trainer.ppo import compute_advantages, ppo_update, rollout_metrics
-from csrl.dialogue.trainer.rollout import collect_rollouts, default_policy_config, episode_seed
-
-CHECKPOINTS = "checkpoints"
-LATEST = "latest.json"
-STATE_FILE = "state.pt"
-TRAINER_STATE_FILE = "trainer_state.json"
-
-
-# -- files that must never be half-written ---------------------------------------------------------------
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
-    """``(iteration, folder)`` of the last complete checkpoint in ``run_dir``, or ``None``."""
-    pointer = Path(run_dir) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    latest = json.loads(pointer.read_text(encoding="utf-8"))
-    return int(latest["iteration"]), pointer.parent / latest["path"]
-
-
-def save_checkpoint(run_dir: Path, iteration: int, policy, optimizer, metrics: dict, keep: int = 2) -> Path:
-    """Write iteration ``iteration``'s checkpoint atomically and point ``latest.json`` at it; keep the last ``keep``."""
-    root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"iter_{iteration:04d}"
-    tmp = root / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # a save killed half-way
-    policy.save(tmp)
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_rng": np.random.get_state(),
-        "python_rng": random.getstate(),
-    }
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / TRAINER_STATE_FILE).write_text(json.dumps({"iteration": iteration, "metrics": metrics}) + "\n")
-    final = root / name
-    if final.exists():  # left by a run that died after this rename but before moving latest.json
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_text_atomic(root / LATEST, json.dumps({"iteration": iteration, "path": name}) + "\n")
-    for old in sorted(root.glob("iter_*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(folder: Path, policy, optimizer) -> dict:
-    """Load a checkpoint into ``policy``, ``optimizer`` and the global RNGs; returns its trainer state."""
-    from csrl.dialogue.models.policy import ActorCritic
-
-    saved = ActorCritic.load(folder)
-    policy.load_state_dict(saved.state_dict())
-    state = torch.load(folder / STATE_FILE, weights_only=False)  # our own file: optimizer state and RNG states
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    np.random.set_state(state["numpy_rng"])
-    random.setstate(state["python_rng"])
-    return json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
-
-
-def latest_policy_folder(run_dir: str | Path) -> Path | None:
-    """The newest policy of a PPO run: the last complete checkpoint, else ``run_dir/policy``; ``None`` if neither."""
-    found = latest_checkpoint(run_dir)
-    if found and found[1].is_dir():
-        return found[1]
-    final = Path(run_dir) / "policy"
-    return final if final.is_dir() else None
-
-
-@torch.no_grad()
-def kl_to_reference(policy, reference, episodes: list[dict], *, temperature: float = 1.0, batch_size: int = 16) -> dict:
-    """How far ``policy`` moved from ``reference``: log pi - log pi_ref on the policy tokens of played turns.
-
-    Each turn of ``episodes`` (transcripts from :func:`~csrl.dialogue.trainer.rollout.play_episodes`, which keep the
-    ``prompt``) is re-tokenized as in a rollout (prompt, then the action's pieces; the results block is
-    not the policy's). When the episodes were sampled from ``policy`` at ``temperature``, the mean is a
-    Monte-Carlo estimate of KL(pi || pi_ref) per token; re-tokenizing the text may pick other (canonical)
-    tokens than the sampled ones, so read it as an estimate.
-
-    Returns:
-        ``{"kl_per_token", "kl_per_turn", "turns", "tokens"}``.
-    """
-    from csrl.dialogue.models.prompts import policy_segments
-    from csrl.dialogue.trainer.rollout import GeneratedTurn, score_tokens, turn_budget
-
-    tokenizer = policy.tokenizer
-    prompt_budget, _ = turn_budget(policy.context_length, default_policy_config(policy))
-    turns = []
-    for episode in episodes:
-        for turn in episode["turns"]:
-            if "prompt" not in turn:
-                raise ValueError("kl_to_reference needs each turn's prompt: use transcripts from play_episodes")
-            query = tokenizer(turn["prompt"], add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:]
-            response, mask = [], []
-            for text, owner in policy_segments(turn["action"]):
-                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-                response += ids
-                mask += [int(owner == "policy")] * len(ids)
-            if any(mask):
-                turns.append(GeneratedTurn(query, response, mask, turn["action"], turn["action"]))
-    if not turns:
-        raise ValueError("no turn with policy tokens to measure the KL on: play some episodes first")
-    logprobs, _ = score_tokens(policy, turns, temperature, batch_size)
-    ref_logprobs, _ = score_tokens(reference, turns, temperature, batch_size)
-    per_turn = [
-        sum(a - b for a, b in zip(lp, ref, strict=True)) for lp, ref in zip(logprobs, ref_logprobs, strict=True)
-    ]
-    tokens = sum(sum(t.action_mask) for t in turns)
-    return {
-        "kl_per_token": float(sum(per_turn) / tokens),
-        "kl_per_turn": float(np.mean(per_turn)),
-        "turns": len(turns),
-        "tokens": int(tokens),
-    }
-
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer
+from csrl.dialogue.trainer.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from csrl.dialogue.trainer.generation import default_policy_config
+from csrl.dialogue.trainer.ppo import TurnTensors, compute_advantages, ppo_update
+from csrl.dialogue.trainer.rollout import RolloutStats, collect_rollouts, episode_seed
 
 # -- logs and plots --------------------------------------------------------------------------------------
 
@@ -209,6 +85,39 @@ def plot_metrics(metrics: list[dict], path: Path) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def rollout_metrics(buffer: TrajectoryBuffer, stats: RolloutStats, turns: list[TurnTensors]) -> dict[str, float]:
+    """``charts/*`` of one rollout: rewards per episode, per turn and per stage, the KL to the reference, search rate.
+
+    ``charts/reward_<stage>`` is the stage's weighted reward per turn (what it adds to the composite);
+    ``charts/score_<stage>`` its raw score. ``charts/kl_to_ref`` is the mean per policy token of
+    ``log pi_old - log pi_ref`` at sampling time (the quantity ``kl_coef`` multiplies);
+    ``charts/kl_to_ref_per_turn`` its sum over a turn, averaged over turns.
+    """
+    records = buffer.records
+    metrics = {
+        "charts/episodic_reward": float(np.mean(stats.episodic_returns)),
+        "charts/episodic_length": float(np.mean([len(ep) for ep in buffer.episodes()])),
+        "charts/reward_per_turn": float(np.mean([r.reward for r in records])),
+        "charts/search_rate": float(np.mean([0 in r.action_mask for r in records])),
+        "charts/terminated_rate": float(np.mean([ep[-1].done for ep in buffer.episodes()])),
+        "charts/policy_tokens_per_turn": float(np.mean([sum(r.action_mask) for r in records])),
+    }
+    for stage in sorted({name for r in records for name in r.stage_rewards}):
+        metrics[f"charts/reward_{stage}"] = float(np.mean([r.stage_rewards.get(stage, 0.0) for r in records]))
+    for stage in sorted({name for r in records for name in r.components}):
+        metrics[f"charts/score_{stage}"] = float(np.mean([r.components.get(stage, 0.0) for r in records]))
+    kl_per_turn, policy_tokens = [], 0
+    for r in records:
+        kl = [(lp - ref) * m for lp, ref, m in zip(r.logprobs, r.ref_logprobs, r.action_mask, strict=True)]
+        kl_per_turn.append(sum(kl))
+        policy_tokens += sum(r.action_mask)
+    metrics["charts/kl_to_ref"] = float(sum(kl_per_turn) / max(policy_tokens, 1))
+    metrics["charts/kl_to_ref_per_turn"] = float(np.mean(kl_per_turn))
+    mask = torch.cat([t.action_mask[-len(t.rewards) :] for t in turns]).bool()
+    metrics["charts/token_reward"] = float(torch.cat([t.rewards for t in turns])[mask].mean())
+    return metrics
 
 
 # -- the loop --------------------------------------------------------------------------------------------
@@ -264,7 +173,7 @@ def train_ppo(
             f"{run_dir} already holds checkpoints (iteration {found[0]}): pass resume=True, or choose a new run_dir"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(
+    write_text_atomic(
         run_dir / "ppo_config.json",
         json.dumps({"ppo": dataclasses.asdict(config), "policy": dataclasses.asdict(policy_config)}, indent=2) + "\n",
     )
@@ -290,7 +199,7 @@ def train_ppo(
         start = found[0] + 1
         # drop iterations logged after the checkpoint; restore the checkpoint's own if the kill came before its line
         metrics_log = [m for m in metrics_log if m["iteration"] < found[0]] + [trainer_state["metrics"]]
-    _write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics_log))
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics_log))
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
     bar = tqdm(range(start, config.total_iterations + 1), desc="PPO", unit="iter", disable=not progress,
@@ -313,7 +222,7 @@ def train_ppo(
                 max_turns=config.turns_per_episode,
                 credit=config.credit,
                 episode_offset=(iteration - 1) * len(envs),
-                batch_size=config.minibatch_size,
+                forward_batch_size=config.minibatch_size,
             )
             rollout_s = time.perf_counter() - iteration_start
             buffer.save(run_dir / "buffers" / f"iter_{iteration:04d}.parquet")

@@ -117,7 +117,7 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
 
     lm = getattr(model, "lm", model)
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer needs pad and eos tokens (csrl.dialogue.models.tokenizer.train_tokenizer sets both)")
+        raise ValueError("the tokenizer needs pad and eos tokens (models.tokenizer.train_tokenizer sets both)")
     dataset = build_dataset(tokenizer, examples, config)
     tokens = sum(len(ids) for ids in dataset["input_ids"])
     trained_tokens = sum(sum(mask) for mask in dataset["completion_mask"])

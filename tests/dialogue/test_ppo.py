@@ -12,14 +12,10 @@ from csrl.dialogue.config import PPOConfig
 from csrl.dialogue.models.policy import ActorCritic
 from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
 from csrl.dialogue.trainer.ppo import compute_advantages, explained_variance
-from csrl.dialogue.trainer.ppo_trainer import (
-    kl_to_reference,
-    latest_checkpoint,
-    latest_policy_folder,
-    read_metrics,
-    train_ppo,
-)
-from csrl.dialogue.trainer.rollout import play_episodes
+from csrl.dialogue.evaluation.evaluate import kl_to_reference
+from csrl.dialogue.evaluation.playback import play_episodes
+from csrl.dialogue.trainer.checkpoints import latest_checkpoint, latest_policy_folder
+from csrl.dialogue.trainer.ppo_trainer import read_metrics, train_ppo
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.rules import FormatReward, LengthReward, RepetitionReward
 

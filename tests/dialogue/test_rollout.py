@@ -15,12 +15,10 @@ from csrl.dialogue.models.policy import ActorCritic
 from csrl.dialogue.models.prompts import results_text
 from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
 from csrl.dialogue.trainer.buffer import TrajectoryBuffer
-from csrl.dialogue.trainer.rollout import (
-    collect_rollouts,
-    play_episodes,
-    play_human_episodes,
-    stage_positions,
-)
+from csrl.dialogue.evaluation.playback import play_episodes, play_human_episodes
+from csrl.dialogue.trainer.credit import stage_positions
+from csrl.dialogue.trainer.generation import GeneratedTurn
+from csrl.dialogue.trainer.rollout import collect_rollouts
 from csrl.dialogue.trainer.sft import tokenize_example
 from csrl.env import ENV_ID, LockstepEnvs
 from csrl.rewards.composite import CompositeReward
@@ -182,7 +180,6 @@ def test_stage_rewards_land_on_their_step(policy, credit):
 
 
 def test_stage_positions_of_a_known_turn(policy):
-    from csrl.dialogue.trainer.rollout import GeneratedTurn
 
     tokenizer = policy.tokenizer
     pieces = [

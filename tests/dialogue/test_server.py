@@ -125,7 +125,7 @@ def test_health_and_openapi(server):
     assert health["status"] == "ok" and health["components"] == ["format", "knowledge", "length"]
     schema = httpx.get(f"{server}/openapi.json").json()
     assert "/v1/score" in schema["paths"]
-    assert "TurnRecord" in json.dumps(schema["components"]["schemas"])
+    assert "TurnInput" in json.dumps(schema["components"]["schemas"])
     assert httpx.get(f"{server}/nope").json() == {"error": "Not Found"}
 
 

@@ -1,0 +1,148 @@
+r"""The agent turn written in two batched generations, paused after ``search:`` for the environment's results.
+
+Every active environment's dialogue becomes a prompt (:func:`~csrl.dialogue.models.prompts.build_prompt`)
+and the policy writes the agent turn for all of them in one batched
+:meth:`~csrl.dialogue.models.policy.ActorCritic.generate` that pauses after a ``search:`` line. The rows that
+paused get their environment's search results inserted as
+:func:`~csrl.dialogue.models.prompts.results_text` tokens -- the environment's, not the policy's: action
+mask 0 -- and write their ``reply:`` in a second batched generation.
+
+Token budget of one turn: the prompt keeps its newest ``n_positions - 2 * max_new_tokens - results cap``
+tokens (``results cap = n_positions // 4``), so prompt, both generations and the results block always fit the
+context, and the PPO update sees exactly the tokens the policy was conditioned on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.policy import left_pad
+from csrl.dialogue.models.prompts import SEARCH_PAUSE, TURN_END_STOPS, build_prompt, cut_turn_end, results_text
+from csrl.env.turn_format import parse_agent_turn
+
+
+def turn_budget(context_length: int | None, policy_config: PolicyConfig) -> tuple[int, int]:
+    """Token budgets ``(prompt, results)`` that keep prompt + both generations + results in the context.
+
+    >>> turn_budget(256, PolicyConfig(n_positions=256, max_new_tokens=48))
+    (96, 64)
+    """
+    context = context_length or policy_config.n_positions
+    results_cap = context // 4
+    prompt_budget = context - 2 * policy_config.max_new_tokens - results_cap
+    if prompt_budget < 16:
+        raise ValueError(
+            f"a context of {context} tokens leaves {prompt_budget} for the prompt after 2 × max_new_tokens="
+            f"{policy_config.max_new_tokens} and {results_cap} results tokens: lower max_new_tokens"
+        )
+    return prompt_budget, results_cap
+
+
+def default_policy_config(policy) -> PolicyConfig:
+    """``PolicyConfig()``'s generation settings, ``max_new_tokens`` lowered to fit ``policy``'s context."""
+    context = policy.context_length or PolicyConfig().n_positions
+    return PolicyConfig(n_positions=context, max_new_tokens=min(PolicyConfig().max_new_tokens, context // 4))
+
+
+@dataclass
+class GeneratedTurn:
+    """One environment's agent turn as the policy wrote it.
+
+    Attributes:
+        query_ids: the prompt tokens the policy was conditioned on (the newest ones that fit).
+        response_ids: the turn's tokens: the policy's, the inserted results block, the policy's again.
+        action_mask: 1 for the policy's tokens, 0 for the results block.
+        text: ``response_ids`` decoded (results included, eos left out).
+        action: the text the environment receives: ``text`` up to a turn-end stop. The results block stays in
+            (the environment ignores it), so the ``search:`` value it parses ends where the policy's did.
+        searched: the turn paused for a search and got results inserted.
+    """
+
+    query_ids: list[int]
+    response_ids: list[int]
+    action_mask: list[int]
+    text: str
+    action: str
+    searched: bool = False
+
+
+@torch.no_grad()
+def generate_turns(
+    policy,
+    envs,
+    indices: Sequence[int],
+    policy_config: PolicyConfig,
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> list[GeneratedTurn]:
+    """Write the agent turn of each environment in ``indices`` with two batched generations.
+
+    Args:
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
+        envs: the :class:`~csrl.env.lockstep.LockstepEnvs`.
+        indices: the environments to write for (active ones).
+        policy_config: ``max_new_tokens``, ``top_k`` and ``results_char_budget`` of the policy config.
+        temperature: sampling temperature (0: greedy).
+        generator: seeded sampling.
+
+    Returns:
+        One :class:`GeneratedTurn` per index, in order.
+    """
+    tokenizer = policy.tokenizer
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompt_budget, results_cap = turn_budget(policy.context_length, policy_config)
+    prompts = [build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in indices]
+    query_ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
+    sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k)
+
+    first = policy.generate(
+        *left_pad(query_ids, pad_id, policy.device), stop=[SEARCH_PAUSE, *TURN_END_STOPS], generator=generator, **sample
+    )
+    paused = [
+        row
+        for row, (text, reason) in enumerate(zip(first.texts, first.stop_reasons, strict=True))
+        if reason == "stop" and SEARCH_PAUSE.search(text) and cut_turn_end(text) == text
+    ]
+    queries = {indices[row]: parse_agent_turn(first.texts[row]).search or "" for row in paused}
+    documents = envs.search(queries)
+    results_ids = {}
+    for row in paused:
+        ids = tokenizer(
+            results_text(documents[indices[row]], policy_config.results_char_budget), add_special_tokens=False
+        )["input_ids"]
+        if len(ids) > results_cap:  # keep the first documents, and the newline that ends the block
+            ids = ids[: results_cap - 1] + tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
+        results_ids[row] = ids
+    second_rows = {}
+    if paused:
+        second = policy.generate(
+            *left_pad([query_ids[r] + first.tokens[r] + results_ids[r] for r in paused], pad_id, policy.device),
+            stop=list(TURN_END_STOPS),
+            generator=generator,
+            **sample,
+        )
+        second_rows = {row: second.tokens[k] for k, row in enumerate(paused)}
+
+    turns = []
+    for row in range(len(indices)):
+        response, mask = list(first.tokens[row]), [1] * len(first.tokens[row])
+        if row in second_rows:
+            tokens2 = second_rows[row]
+            response += results_ids[row] + tokens2
+            mask += [0] * len(results_ids[row]) + [1] * len(tokens2)
+        text = tokenizer.decode([t for t in response if t != eos_id], skip_special_tokens=False)
+        turns.append(
+            GeneratedTurn(
+                query_ids=list(query_ids[row]),
+                response_ids=response,
+                action_mask=mask,
+                text=text,
+                action=cut_turn_end(text),
+                searched=row in second_rows,
+            )
+        )
+    return turns
