@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from csrl.rewards.intent import IntentTrainConfig, macro_f1, train_intent_classifier  # noqa: E402
+from csrl.rewards.intent import IntentTrainConfig, train_intent_classifier  # noqa: E402
+from csrl.rewards.metrics import macro_f1  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
 

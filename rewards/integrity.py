@@ -24,7 +24,7 @@ from csrl.rewards.composite import CompositeReward
 from csrl.rewards.context import TurnContext, contexts_from_conversation
 
 NEGATIVES = ("other_intent", "same_conversation", "generic", "parrot", "wrong_intent")
-GENERIC_REPLIES = ("ok", "thanks", "Okay.", "Thank you.", "Sure.", "")
+INTEGRITY_GENERIC_REPLIES = ("ok", "thanks", "Okay.", "Thank you.", "Sure.", "")
 
 
 def build_integrity_pairs(
@@ -61,7 +61,7 @@ def build_integrity_pairs(
         siblings = [c for c in per_conversation[ci] if c.reply.strip() and c.reply != real.reply]
         if siblings:
             pairs["same_conversation"].append((real, swap_reply(siblings[int(rng.integers(len(siblings)))])))
-        generic = GENERIC_REPLIES[n % len(GENERIC_REPLIES)]
+        generic = INTEGRITY_GENERIC_REPLIES[n % len(INTEGRITY_GENERIC_REPLIES)]
         pairs["generic"].append((real, dataclasses.replace(real, reply=generic, knowledge=None, search_query=None)))
         said = real.customer_messages()
         if said:

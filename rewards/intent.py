@@ -41,12 +41,14 @@ from torch import nn
 from csrl.data.schema import Conversation
 from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
 from csrl.rewards.encoder import TextEncoder
+from csrl.rewards.heads import check_encoder, check_training_set, fit_head, subsample
+from csrl.rewards.metrics import macro_f1
 
 WRONG_INTENT = -1.0 / 3.0  # the design's raw score for a wrong intent (−0.1 after the 0.3 weight)
 RIGHT_INTENT = 1.0
-WEIGHTS_FILE = "intent_head.safetensors"
-CONTEXT_WEIGHTS_FILE = "intent_context_head.safetensors"
-CONFIG_FILE = "intent_config.json"
+INTENT_WEIGHTS_FILE = "intent_head.safetensors"
+INTENT_CONTEXT_WEIGHTS_FILE = "intent_context_head.safetensors"
+INTENT_CONFIG_FILE = "intent_config.json"
 
 # A need text made only of these words says nothing about the task (STAR: ~30% of dialogues open with "Hello").
 _GREETING = re.compile(r"^(?:\W*(?:hello|hallo|hi|hey|hiya|good\s+(?:morning|afternoon|evening)|there)\W*)+$", re.I)
@@ -222,10 +224,11 @@ class IntentClassifier:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        state = self.head.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / INTENT_WEIGHTS_FILE))
         if self.context_head is not None:
             state = self.context_head.state_dict()
-            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / CONTEXT_WEIGHTS_FILE))
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / INTENT_CONTEXT_WEIGHTS_FILE))
         config = {
             "labels": self.labels,
             "encoder": self.encoder.name,
@@ -233,7 +236,7 @@ class IntentClassifier:
             "hidden": self.hidden,
             "context_head": self.context_head is not None,
         }
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (folder / INTENT_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -242,28 +245,23 @@ class IntentClassifier:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise ValueError(f"{folder} holds no intent classifier: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        _check_encoder(config, encoder, folder)
+        if not (folder / INTENT_CONFIG_FILE).is_file() or not (folder / INTENT_WEIGHTS_FILE).is_file():
+            raise ValueError(
+                f"{folder} holds no intent classifier: expected {INTENT_CONFIG_FILE} and {INTENT_WEIGHTS_FILE}"
+            )
+        config = json.loads((folder / INTENT_CONFIG_FILE).read_text())
+        check_encoder(config, encoder, folder)
         head = IntentHead(config["dim"], len(config["labels"]), hidden=config["hidden"])
-        head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        head.load_state_dict(load_file(str(folder / INTENT_WEIGHTS_FILE)))
         context_head = None
         if config.get("context_head"):  # folders from before the context head read the need text alone
-            if not (folder / CONTEXT_WEIGHTS_FILE).is_file():
-                raise ValueError(f"{folder}: {CONFIG_FILE} names a context head but {CONTEXT_WEIGHTS_FILE} is missing")
+            if not (folder / INTENT_CONTEXT_WEIGHTS_FILE).is_file():
+                raise ValueError(
+                    f"{folder}: {INTENT_CONFIG_FILE} names a context head but {INTENT_CONTEXT_WEIGHTS_FILE} is missing"
+                )
             context_head = IntentHead(3 * config["dim"], len(config["labels"]), hidden=config["hidden"])
-            context_head.load_state_dict(load_file(str(folder / CONTEXT_WEIGHTS_FILE)))
+            context_head.load_state_dict(load_file(str(folder / INTENT_CONTEXT_WEIGHTS_FILE)))
         return cls(encoder, head, config["labels"], config["hidden"], context_head)
-
-
-def _check_encoder(config: dict, encoder: TextEncoder, folder: Path) -> None:
-    """A head only makes sense on the embeddings it was trained on."""
-    if config["dim"] != encoder.dim or config["encoder"] != encoder.name:
-        raise ValueError(
-            f"{folder} was trained on encoder {config['encoder']!r} (dim {config['dim']}), "
-            f"got {encoder.name!r} (dim {encoder.dim}); load it with TextEncoder({config['encoder']!r})"
-        )
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -295,23 +293,6 @@ class IntentTrainConfig:
             raise ValueError(f"batch_size={self.batch_size}; use >= 1")
 
 
-def check_training_set(n_texts: int, n_labels: int, distinct: int) -> None:
-    """Refuse training sets that cannot train a classifier, saying why."""
-    if n_texts != n_labels:
-        raise ValueError(f"got {n_texts} texts but {n_labels} labels; pass one label per text")
-    if n_texts == 0:
-        raise ValueError("the training set is empty: pass labelled examples (e.g. from the train split)")
-    if distinct < 2:
-        raise ValueError(f"all {n_texts} examples have the same label; a classifier needs at least 2 labels")
-
-
-def subsample(n: int, max_examples: int, seed: int) -> np.ndarray:
-    """Sorted indices of at most ``max_examples`` of ``n`` items, seeded."""
-    if n <= max_examples:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_examples, replace=False))
-
-
 def train_intent_classifier(
     texts: Sequence[str],
     labels: Sequence[str],
@@ -340,53 +321,6 @@ def train_intent_classifier(
     head = IntentHead(encoder.dim, len(names), hidden=config.hidden)
     fit_head(head, x, y, nn.CrossEntropyLoss(), config)
     return IntentClassifier(encoder, head, names, config.hidden)
-
-
-def fit_head(
-    head: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: nn.Module,
-    config,
-    *,
-    ranking_pairs: torch.Tensor | None = None,
-    ranking_weight: float = 0.0,
-) -> list[float]:
-    """Minibatch AdamW over precomputed features; returns the mean loss of each epoch.
-
-    ``ranking_pairs`` ``(P, 2)`` rows of ``x`` (better, worse), for a scalar-output head: each step adds
-    ``ranking_weight * softplus(head(worse) - head(better))`` over a share of the pairs, so every pair is
-    seen once an epoch.
-    """
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    use_pairs = ranking_pairs is not None and len(ranking_pairs) > 0 and ranking_weight > 0
-    steps = -(-len(x) // config.batch_size)
-    losses = []
-    head.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        if use_pairs:
-            pairs = ranking_pairs[torch.randperm(len(ranking_pairs), generator=generator)]
-            per_step = -(-len(pairs) // steps)
-        total = 0.0
-        for step, start in enumerate(range(0, len(x), config.batch_size)):
-            mb = order[start : start + config.batch_size]
-            loss = loss_fn(head(x[mb]), y[mb])
-            if use_pairs:
-                chunk = pairs[step * per_step : (step + 1) * per_step]
-                if len(chunk):
-                    margin = head(x[chunk[:, 1]]) - head(x[chunk[:, 0]])  # (p,): worse minus better
-                    loss = loss + ranking_weight * nn.functional.softplus(margin).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(mb)
-        losses.append(total / len(x))
-    head.eval()
-    if not np.isfinite(losses[-1]):
-        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr={config.lr}")
-    return losses
 
 
 # ---------------------------------------------------------------------------------------------- reward
@@ -422,22 +356,6 @@ class IntentReward:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-
-
-def macro_f1(gold: Sequence, predicted: Sequence) -> float:
-    """Unweighted mean F1 over the labels that occur in ``gold`` or ``predicted``.
-
-    >>> round(macro_f1(["a", "a", "b"], ["a", "b", "b"]), 4)
-    0.6667
-    """
-    labels = sorted(set(gold) | set(predicted))
-    scores = []
-    for label in labels:
-        tp = sum(1 for g, p in zip(gold, predicted, strict=True) if g == label and p == label)
-        fp = sum(1 for g, p in zip(gold, predicted, strict=True) if g != label and p == label)
-        fn = sum(1 for g, p in zip(gold, predicted, strict=True) if g == label and p != label)
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 def _metrics(gold: list[str], predicted: list[str]) -> dict:

@@ -26,279 +26,40 @@ from 0.879 to 0.886 with everything else fixed). Saved folders carry ``"format":
 names; :meth:`SatisfactionClassifier.load` refuses other formats (the earlier ``[u, v, u*v, |u−v|]``
 over ``recent_text``) with a ``ValueError``.
 
-How training labels are made (:func:`satisfaction_examples`), for each logged agent turn with text:
-
-1. **Explicit rating.** If the customer turn that follows carries a ``rating`` (the customer's
-   satisfaction with the agent turn before it): ``>= 4`` -> 1, ``<= 2`` -> 0, ``3`` -> skipped.
-2. **The customer's next message** (:func:`reaction_label`): a complaint or frustration
-   ("that's wrong", "I already told you", "useless", ...) -> 0; the customer repeating their
-   previous message (same words, at least 3 of them) -> 0; thanks or praise ("thanks", "great",
-   "perfect", ...) -> 1. Complaints are checked first, so "thanks for nothing" is 0.
-3. **A neutral next message** (the customer simply goes on: "yes", a name, a date) -> 1 when the
-   conversation's outcome is ``satisfied``, else skipped (an unhappy conversation does not make
-   every turn of it bad, and a neutral answer says nothing more).
-4. **No next customer message** (the conversation ends after this turn): 1 if the outcome is
-   ``satisfied`` (or, when satisfaction is unknown, ``completed``), 0 if it is not (a disconnect
-   or an unhappy ending); skipped when the logs have no outcome.
-5. **Synthetic negatives** (label 0), one per logged example, in the same context, so that the
-   model learns that a bad reply makes a customer unhappy (the logs hold few unhappy turns). The
-   kind is drawn with ``SYNTHETIC_WEIGHTS``: the reply of a turn from a conversation with another
-   intent (0.1); another reply of the same conversation from *earlier* (0.25; it is in the
-   history already) or from *later* (0.4; e.g. the closing line at the start) — the wrong
-   moment, 65% of the negatives, taking a sibling from the other side when one side has none;
-   a generic reply ("ok", "thanks", "", 0.1); the customer's own last message parroted back
-   (0.15). A kind with no candidate falls back to a generic reply. Seeded.
-
-On STAR's train split (4,789 conversations, 42,673 agent turns; no per-turn ratings; outcomes
-mostly satisfied) this gives, with ``seed=0`` (``python -m csrl.rewards.satisfaction`` prints them):
-
-- logged: 41,095 examples, 40,435 positive (next message thanks/praise 7,024; neutral next message
-  in a satisfied conversation 28,945; ended satisfied 4,466) and 660 negative (complaint 381,
-  repeat 47, disconnect / unhappy ending 232); skipped 1,578 (neutral next message in a
-  conversation that was not satisfied);
-- synthetic negatives: 41,095 (same conversation earlier 10,949 and later 15,722, other intent
-  4,136, generic 4,208, parrot 6,080; "generic" includes the fallbacks when a kind found no
-  candidate).
-
-So most positive labels mean "the conversation went on and ended well", and most negatives are
-synthetic: the stage mostly learns *is this a fitting reply here*, with the logged complaints,
-repeats and disconnects as the real unhappy signal. The keyword rules are noisy on STAR, whose
-customers were asked to act out emotions about their situation ("this is frustrating" is often
-about the situation, not the agent).
+Training labels (:func:`~csrl.rewards.satisfaction_labels.satisfaction_examples`: logged ratings,
+reactions and outcomes, plus synthetic negatives in the same context) are made in
+:mod:`csrl.rewards.satisfaction_labels`, whose docstring gives the rules and their counts on STAR.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from csrl.data.schema import Conversation
-from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
+from csrl.rewards.context import TurnContext, moment_columns
 from csrl.rewards.encoder import TextEncoder
-from csrl.rewards.intent import _check_encoder, fit_head, macro_f1, subsample
+from csrl.rewards.heads import check_encoder, fit_head, subsample
+from csrl.rewards.metrics import macro_f1, roc_auc
+from csrl.rewards.satisfaction_labels import (
+    SYNTHETIC_KINDS,
+    SatisfactionExample,
+    ranking_pairs,
+    satisfaction_examples,
+    word_set,
+)
 
-WEIGHTS_FILE = "satisfaction_head.safetensors"
-CONFIG_FILE = "satisfaction_config.json"
-GENERIC_REPLIES = ("ok", "thanks", "", "Okay.", "Thank you.", "Sure.", "I see.", "Hello.")
-SYNTHETIC_KINDS = ("other_intent", "same_conversation_earlier", "same_conversation_later", "generic", "parrot")
-SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.4, 0.1, 0.15)  # P(kind) of each synthetic negative; wrong moments are half
+SATISFACTION_WEIGHTS_FILE = "satisfaction_head.safetensors"
+SATISFACTION_CONFIG_FILE = "satisfaction_config.json"
 FORMAT = 2  # the saved format: 1 (no "format" key) read [emb(recent_text), emb(reply)] and is refused
 POSITION_CAP = 10  # customer/agent message counts are clipped here and divided by it
-
-# Reactions to the agent's last reply. Complaints are checked before thanks ("thanks for nothing").
-_COMPLAINT = re.compile(
-    r"\b(?:that'?s (?:not|wrong)|that is (?:not|wrong)|not what i|wrong|incorrect|not (?:right|correct|helpful)"
-    r"|didn'?t (?:ask|say|help)|i (?:already|just) (?:told|said|gave)|i said|you (?:don'?t|didn'?t|aren'?t) "
-    r"(?:understand|listen)|useless|terrible|awful|horrible|ridiculous|stupid|frustrat\w*|annoy\w*|angry|upset"
-    r"|unacceptable|waste of|makes no sense|doesn'?t (?:help|make sense)|not helping|are you (?:a bot|even)"
-    r"|thanks for nothing|speak to (?:a|your) (?:human|manager|supervisor)|what\?{2,})",
-    re.I,
-)
-_THANKS = re.compile(
-    r"\b(?:thanks?|thank you|thx|ty|cheers|great|perfect|awesome|excellent|wonderful|fantastic|brilliant"
-    r"|appreciate\w*|helpful|amazing|good job|nice|lovely|that'?s all i need\w*|that helps)\b",
-    re.I,
-)
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def reaction_label(next_message: str, previous_message: str | None = None) -> tuple[int | None, str]:
-    """Label an agent turn from the customer's next message: ``(1 | 0 | None, reason)``.
-
-    >>> reaction_label("Thanks, that's great!")
-    (1, 'thanks')
-    >>> reaction_label("That's wrong, I already told you my name")
-    (0, 'complaint')
-    >>> reaction_label("I want to book a table for two", "I want to book a table for two!")
-    (0, 'repeat')
-    >>> reaction_label("Yes please")
-    (None, 'neutral')
-    """
-    if _COMPLAINT.search(next_message):
-        return 0, "complaint"
-    if previous_message is not None:
-        now, before = _words(next_message), _words(previous_message)
-        # Saying the same thing again means the reply did not land; short answers ("yes") repeat innocently.
-        if len(before) >= 3 and len(now & before) / len(now | before) >= 0.8:
-            return 0, "repeat"
-    if _THANKS.search(next_message):
-        return 1, "thanks"
-    return None, "neutral"
-
-
-def rating_label(rating: int) -> int | None:
-    """A 1–5 rating as a label: ``>= 4`` -> 1, ``<= 2`` -> 0, ``3`` -> ``None`` (skipped).
-
-    >>> [rating_label(r) for r in (1, 2, 3, 4, 5)]
-    [0, 0, None, 1, 1]
-    """
-    if not 1 <= rating <= 5:
-        raise ValueError(f"rating={rating} is outside 1..5")
-    return 1 if rating >= 4 else 0 if rating <= 2 else None
-
-
-# ---------------------------------------------------------------------------------------------- examples
-
-
-class SatisfactionExample(NamedTuple):
-    """A (context, reply) pair with its label; ``source`` says how the label was made.
-
-    ``context`` is the logged turn's context (its own ``reply`` is the logged one); ``reply`` is the
-    reply being labelled (the logged one, or a synthetic negative).
-    """
-
-    context: TurnContext
-    reply: str
-    label: int
-    source: str
-
-
-def logged_label(conversation: Conversation, agent_index: int) -> tuple[int | None, str]:
-    """The label of the agent turn at ``conversation.turns[agent_index]`` from the log's own signals.
-
-    See the module docstring, steps 1–4. Returns ``(None, reason)`` for a skipped turn.
-    """
-    turns = conversation.turns
-    following = [t for t in turns[agent_index + 1 :] if t.role == "customer"]
-    before = [t for t in turns[:agent_index] if t.role == "customer"]
-    outcome = conversation.outcome
-    if following:
-        reaction = following[0]
-        if reaction.rating is not None:
-            label = rating_label(reaction.rating)
-            return label, "rating" if label is not None else "rating_3"
-        label, reason = reaction_label(reaction.text, before[-1].text if before else None)
-        if label is not None:
-            return label, reason
-        if outcome is not None and outcome.satisfied:
-            return 1, "neutral_satisfied"
-        return None, "neutral"
-    ended_well = None
-    if outcome is not None:
-        ended_well = outcome.satisfied if outcome.satisfied is not None else outcome.completed
-    if ended_well is None:
-        return None, "ended_unknown"
-    return (1, "ended_satisfied") if ended_well else (0, "disconnect")
-
-
-def satisfaction_examples(
-    conversations: Sequence[Conversation],
-    seed: int = 0,
-    *,
-    max_contexts: int | None = None,
-    synthetic: bool = True,
-) -> list[SatisfactionExample]:
-    """Labelled (recent_text, reply, label) examples from logs, plus synthetic negatives.
-
-    Args:
-        conversations: the logs (e.g. the train split).
-        seed: seeds the context sample and the synthetic negatives.
-        max_contexts: keep a seeded sample of at most this many labelled agent turns (embedding
-            the contexts is the cost); ``None`` keeps all.
-        synthetic: add one synthetic negative per logged example (module docstring, step 5).
-
-    Returns:
-        Logged examples first, then the synthetic ones.
-    """
-    rng = np.random.default_rng(seed)
-    logged: list[tuple[int, TurnContext, int, str]] = []  # (conversation index, context, label, source)
-    per_conversation: list[list[TurnContext]] = []
-    for ci, conv in enumerate(conversations):
-        contexts = iter(contexts_from_conversation(conv))
-        kept = []
-        for ti, turn in enumerate(conv.turns):
-            if turn.role != "agent":
-                continue
-            ctx = next(contexts)
-            if not ctx.reply.strip():
-                continue
-            kept.append(ctx)
-            label, source = logged_label(conv, ti)
-            if label is not None:
-                logged.append((ci, ctx, label, source))
-        per_conversation.append(kept)
-    if max_contexts is not None:
-        logged = [logged[i] for i in subsample(len(logged), max_contexts, seed)]
-    examples = [SatisfactionExample(ctx, ctx.reply, label, source) for _, ctx, label, source in logged]
-    if not synthetic:
-        return examples
-    pool = [(ci, ctx) for ci, kept in enumerate(per_conversation) for ctx in kept]
-    for ci, ctx, _, _ in logged:
-        reply, kind = _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng)
-        examples.append(SatisfactionExample(ctx, reply, 0, kind))
-    return examples
-
-
-def _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
-    """A bad reply for ``ctx``: a kind drawn by ``SYNTHETIC_WEIGHTS``, falling back to a generic reply.
-
-    A wrong-moment kind with no sibling on its side (earlier / later) takes one from the other side.
-    """
-    kind = SYNTHETIC_KINDS[int(rng.choice(len(SYNTHETIC_KINDS), p=SYNTHETIC_WEIGHTS))]
-    intent = ctx.gold_intent or conversations[ci].intent
-    if kind == "other_intent":
-        for _ in range(20):
-            oc, other = pool[int(rng.integers(len(pool)))]
-            other_intent = other.gold_intent or conversations[oc].intent
-            if other_intent != intent and other.reply != ctx.reply:
-                return other.reply, kind
-    elif kind.startswith("same_conversation"):
-        kept = per_conversation[ci]
-        here = next(i for i, c in enumerate(kept) if c is ctx)
-        earlier = [c.reply for c in kept[:here] if c.reply != ctx.reply]
-        later = [c.reply for c in kept[here + 1 :] if c.reply != ctx.reply]
-        sides = [("same_conversation_earlier", earlier), ("same_conversation_later", later)]
-        if kind == "same_conversation_later":
-            sides.reverse()
-        for side, siblings in sides:
-            if siblings:
-                return siblings[int(rng.integers(len(siblings)))], side
-    elif kind == "parrot":
-        said = ctx.customer_messages()
-        if said and said[-1] != ctx.reply:
-            return said[-1], kind
-    return GENERIC_REPLIES[int(rng.integers(len(GENERIC_REPLIES)))], "generic"
-
-
-def ranking_pairs(examples: Sequence[SatisfactionExample]) -> list[tuple[int, int]]:
-    """``(logged positive, synthetic negative)`` index pairs that share a context: the same moment, two replies.
-
-    >>> ctx = TurnContext((), "Your table is booked.")
-    >>> ranking_pairs([SatisfactionExample(ctx, ctx.reply, 1, "next_thanks"),
-    ...                SatisfactionExample(ctx, "ok", 0, "generic")])
-    [(0, 1)]
-    """
-    positive = {id(e.context): i for i, e in enumerate(examples) if e.label == 1 and e.source not in SYNTHETIC_KINDS}
-    return [
-        (positive[id(e.context)], j)
-        for j, e in enumerate(examples)
-        if e.source in SYNTHETIC_KINDS and id(e.context) in positive
-    ]
-
-
-def label_counts(examples: Sequence[SatisfactionExample]) -> dict:
-    """``{"total", "positive", "negative", "by_source": {source: n}}`` for documentation and logs."""
-    labels = Counter(e.label for e in examples)
-    return {
-        "total": len(examples),
-        "positive": labels.get(1, 0),
-        "negative": labels.get(0, 0),
-        "by_source": dict(sorted(Counter(e.source for e in examples).items())),
-    }
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -331,19 +92,19 @@ def context_scalars(ctx: TurnContext, reply: str) -> list[float]:
     >>> context_scalars(ctx, "what is your  name?")
     [1.0, 1.0, 0.0, 0.2, 0.1, 0.0, 0.08, 0.0, 0.0, 0.0, 0.0]
     """
-    words = _words(reply)
+    words = word_set(reply)
     earlier = ctx.previous_agent_replies()
     normal = " ".join(reply.lower().split())
     said = ctx.customer_messages()
-    seen = set().union(*(_words(t.text) for t in ctx.history if t.role in ("customer", "agent")))
+    seen = set().union(*(word_set(t.text) for t in ctx.history if t.role in ("customer", "agent")))
     long_words = {x for x in words if len(x) >= 3}
-    last = {x for x in _words(said[-1]) if len(x) >= 3} if said else set()
+    last = {x for x in word_set(said[-1]) if len(x) >= 3} if said else set()
     roles = [t.role for t in ctx.history]
     last_agent = max((i for i, r in enumerate(roles) if r == "agent"), default=-1)
     return [
-        max((_jaccard(words, _words(r)) for r in earlier), default=0.0),
+        max((_jaccard(words, word_set(r)) for r in earlier), default=0.0),
         float(any(" ".join(r.lower().split()) == normal for r in earlier)),
-        _jaccard(words, _words(said[-1])) if said else 0.0,
+        _jaccard(words, word_set(said[-1])) if said else 0.0,
         min(len(said), POSITION_CAP) / POSITION_CAP,
         min(len(earlier), POSITION_CAP) / POSITION_CAP,
         float(not earlier),
@@ -441,7 +202,8 @@ class SatisfactionClassifier:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        state = self.head.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / SATISFACTION_WEIGHTS_FILE))
         config = {
             "format": FORMAT,
             "encoder": self.encoder.name,
@@ -450,7 +212,7 @@ class SatisfactionClassifier:
             "scalars": list(SCALAR_NAMES),
             "position_cap": POSITION_CAP,
         }
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (folder / SATISFACTION_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -463,9 +225,12 @@ class SatisfactionClassifier:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise ValueError(f"{folder} holds no satisfaction classifier: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        if not (folder / SATISFACTION_CONFIG_FILE).is_file() or not (folder / SATISFACTION_WEIGHTS_FILE).is_file():
+            raise ValueError(
+                f"{folder} holds no satisfaction classifier: "
+                f"expected {SATISFACTION_CONFIG_FILE} and {SATISFACTION_WEIGHTS_FILE}"
+            )
+        config = json.loads((folder / SATISFACTION_CONFIG_FILE).read_text())
         found = config.get("format", 1)
         if found != FORMAT or config.get("scalars") != list(SCALAR_NAMES) or config.get("position_cap") != POSITION_CAP:
             raise ValueError(
@@ -473,9 +238,9 @@ class SatisfactionClassifier:
                 f"{config.get('scalars')}), this code reads format {FORMAT} (features {list(SCALAR_NAMES)}): "
                 "retrain it (delete the folder, or train into a new run)"
             )
-        _check_encoder(config, encoder, folder)
+        check_encoder(config, encoder, folder)
         head = SatisfactionHead(config["dim"], hidden=config["hidden"])
-        head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        head.load_state_dict(load_file(str(folder / SATISFACTION_WEIGHTS_FILE)))
         return cls(encoder, head, config["hidden"])
 
 
@@ -584,30 +349,6 @@ class SatisfactionReward:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """Area under the ROC curve (P(a positive outscores a negative), ties half); NaN with one class.
-
-    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.75
-    """
-    y = np.asarray(labels)
-    s = np.asarray(scores, dtype=np.float64)
-    pos, neg = int((y == 1).sum()), int((y == 0).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def evaluate_satisfaction(
     classifier: SatisfactionClassifier,
     conversations: Sequence[Conversation],
@@ -655,24 +396,15 @@ def evaluate_satisfaction(
 
 
 __all__ = [
+    "SCALAR_NAMES",
     "SatisfactionClassifier",
-    "SatisfactionExample",
     "SatisfactionHead",
     "SatisfactionReward",
     "SatisfactionTrainConfig",
+    "context_scalars",
     "evaluate_satisfaction",
-    "logged_label",
-    "rating_label",
-    "reaction_label",
-    "roc_auc",
-    "satisfaction_examples",
+    "feature_dim",
+    "pair_features",
     "train_satisfaction_classifier",
     "train_satisfaction_from_logs",
 ]
-
-
-if __name__ == "__main__":  # pragma: no cover - a manual measurement: python -m csrl.rewards.satisfaction
-    from csrl.data import load_corpus
-
-    corpus = load_corpus("star")
-    print(json.dumps(label_counts(satisfaction_examples(corpus.split("train"), 0)), indent=2))

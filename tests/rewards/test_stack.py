@@ -1,0 +1,48 @@
+"""The run's reward folder: self-contained, reloaded offline to the same scores, refused when unfinished."""
+
+import shutil
+
+import pytest
+
+from csrl.data.files import DONE
+from csrl.dialogue.pipeline.runs import open_run
+from csrl.rewards.context import contexts_from_conversation
+from csrl.rewards.stack import build_reward_stack, load_reward_stack
+
+
+@pytest.fixture(scope="module")
+def held_out_contexts(debug_run):
+    corpus = open_run(debug_run[0]).corpus
+    return [ctx for c in corpus.split("test")[:3] for ctx in contexts_from_conversation(c)]
+
+
+def test_a_copied_folder_scores_like_the_original(debug_run, held_out_contexts, tmp_path):
+    folder = debug_run[0] / "rewards"
+    original = load_reward_stack(folder)
+    copy = shutil.copytree(folder, tmp_path / "moved")  # nothing outside the folder is needed
+    moved = load_reward_stack(copy, encoder=original.encoder)
+    assert held_out_contexts
+    before = original.reward.score(held_out_contexts)
+    after = moved.reward.score(held_out_contexts)
+    assert [b.total for b in before] == [a.total for a in after]
+    assert [b.components for b in before] == [a.components for a in after]
+    assert moved.intents == original.intents and len(moved.intents) >= 2
+    assert [d.id for d in moved.documents] == [d.id for d in original.documents]
+
+
+def test_an_unfinished_folder_is_refused(debug_run, tmp_path):
+    copy = shutil.copytree(debug_run[0] / "rewards", tmp_path / "rewards")
+    (copy / DONE).unlink()
+    with pytest.raises(FileNotFoundError, match="no complete reward models"):
+        load_reward_stack(copy)
+
+
+def test_a_finished_folder_is_loaded_not_retrained(debug_run):
+    folder = debug_run[0] / "rewards"
+    files = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    messages = []
+    corpus = open_run(debug_run[0]).corpus
+    stack = build_reward_stack(corpus, folder, log=messages.append)
+    assert messages == [f"rewards: cached in {folder}"]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == files
+    assert stack.intents == load_reward_stack(folder, encoder=stack.encoder).intents
