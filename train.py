@@ -1,8 +1,9 @@
 """The training entry point: ``python train.py [options]`` is ``csrl train [options]``.
 
-The stages and their configuration live in :mod:`csrl.dialogue.pipeline.training`; this file only hands the
-command line over, so that the import direction stays ``data`` ← ``rewards`` ← ``env`` ←
-``dialogue`` ← ``train.py``.
+The stages live in :mod:`csrl.dialogue.pipeline.training`, their configuration in
+:mod:`csrl.dialogue.pipeline.config` and the ``debug`` / ``quick`` / ``full`` sizes in
+:mod:`csrl.dialogue.pipeline.presets`; this file only hands the command line over, so that the import
+direction stays ``data`` ← ``rewards`` ← ``env`` ← ``dialogue`` ← ``train.py``.
 
     python train.py --preset quick --out runs/quick
 """

@@ -1,4 +1,4 @@
-"""bm25s (through csrl.rewards.search.bm25.BM25Index) vs rank-bm25 on STAR texts: index time, queries/s, top-10 overlap. JSON out.
+"""bm25s (through the project's BM25Index) vs rank-bm25 on STAR texts: index time, queries/s, top-10 overlap. JSON out.
 
 Corpora: the STAR knowledge base, and synthetic corpora of N documents, each three random STAR
 utterances or KB texts joined (seeded). Queries: logged STAR tool queries and customer messages.

@@ -1,13 +1,156 @@
-"""The ``csrl`` command line. Each subcommand imports its heavy dependencies only when it runs."""
+"""The ``csrl`` command line: train on chat logs, evaluate, simulate, score and serve a run.
+
+Each subcommand's options are one dataclass below (its docstring is the subcommand's help), turned into a
+subparser by ``transformers.HfArgumentParser``: types, ``None`` defaults, required options, ``choices`` from
+the field metadata, and a dashed spelling ``--ppo-iterations`` beside ``--ppo_iterations``. An option that
+is a config field takes its default and help from that field (:func:`config_field`); choices come from the
+shared constants. Each subcommand imports its heavy dependencies only when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.pipeline.config import DataConfig, TrainConfig, load_config
+from csrl.dialogue.pipeline.presets import DEFAULT_PRESET, PRESETS
+from csrl.dialogue.pipeline.runs import POLICIES
+from csrl.dialogue.serving.server import DEFAULT_MAX_BODY_BYTES
+from csrl.dialogue.trainer.credit import CREDITS
+from csrl.env import EnvConfig, ReactiveCustomer, ReplayCustomer
+
+SIMULATORS = (ReplayCustomer.name, ReactiveCustomer.name)
 
 
-def _data_stats(args: argparse.Namespace) -> int:
+def config_field(config_class: type, name: str, *, default: Any = dataclasses.MISSING, note: str = "", **metadata):
+    """A field of an arguments dataclass with the default and help of ``config_class``'s field ``name``.
+
+    Args:
+        config_class: a config dataclass, e.g. :class:`~csrl.dialogue.pipeline.config.DataConfig`.
+        name: its field.
+        default: replaces the config's default (``None``: the option was not given, and something else decides).
+        note: added to the help in parentheses, e.g. what an unset option means.
+        **metadata: further ``add_argument`` keywords, e.g. ``choices``.
+
+    >>> config_field(DataConfig, "seed").default, config_field(DataConfig, "seed").metadata["help"]
+    (0, 'split seed (splits are by conversation)')
+    """
+    source = {f.name: f for f in dataclasses.fields(config_class)}.get(name)
+    if source is None:
+        raise ValueError(f"{config_class.__name__} has no field {name!r}")
+    default = source.default if default is dataclasses.MISSING else default
+    if default is dataclasses.MISSING:
+        raise ValueError(f"{config_class.__name__}.{name} has no plain default: pass default=")
+    help_text = source.metadata.get("help", "") + (f" ({note})" if note else "")
+    return field(default=default, metadata={**source.metadata, "help": help_text, **metadata})
+
+
+# -- the arguments of each subcommand -------------------------------------------------------------
+
+
+@dataclass
+class DataStatsArguments:
+    """Count conversations, turns, intents, KB documents and splits."""
+
+    data: str = config_field(DataConfig, "source")
+    kb: str | None = config_field(DataConfig, "kb")
+    seed: int = config_field(DataConfig, "seed")
+    skip_invalid: bool = field(default=False, metadata={"help": "skip and count invalid records"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object"})
+
+
+@dataclass
+class DataValidateArguments:
+    """Check a logs file; name the file, line and field of each problem."""
+
+    path: str = field(metadata={"help": "a .jsonl or .csv file of logs (or a KB with --kb)", "positional": True})
+    kb: bool = field(default=False, metadata={"help": "the file is a knowledge base, not logs"})
+    skip_invalid: bool = field(default=False, metadata={"help": "report problems but exit 0"})
+
+
+@dataclass
+class TrainArguments:
+    """Train reward models, SFT and PPO on chat logs (stages cached)."""
+
+    data: str = config_field(DataConfig, "source")
+    kb: str | None = config_field(DataConfig, "kb")
+    # None, not the default preset: `--resume` without `--preset` continues the run as it was configured
+    preset: str | None = config_field(
+        TrainConfig, "preset", default=None, choices=PRESETS, note=f"default {DEFAULT_PRESET}; with --resume: the run's"
+    )
+    credit: str | None = config_field(
+        PPOConfig, "credit", default=None, choices=CREDITS, note=f"default {PPOConfig().credit}"
+    )
+    out: str | None = field(default=None, metadata={"help": "run folder (default runs/PRESET, runs/PRESET-CREDIT)"})
+    seed: int = config_field(DataConfig, "seed")
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
+    ppo_iterations: int | None = config_field(PPOConfig, "total_iterations", default=None, note="default: the preset's")
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+
+
+@dataclass
+class RunArguments:
+    """The options of every command that opens a trained run."""
+
+    run: str = field(metadata={"help": "a run folder written by csrl train"})
+
+
+@dataclass
+class EvalArguments(RunArguments):
+    """Held-out metrics of a run's reward models and policies."""
+
+    episodes: int | None = config_field(TrainConfig, "eval_episodes", default=None, note="default: the run's config")
+    seed: int = field(default=0, metadata={"help": "episode seed (every policy plays the same ones)"})
+    json: bool = field(default=False, metadata={"help": "one JSON object on stdout, progress silenced"})
+
+
+@dataclass
+class SimulateArguments(RunArguments):
+    """Run a policy against simulated customers; transcripts and report."""
+
+    episodes: int = field(default=50, metadata={"help": "conversations to simulate"})
+    simulator: str = config_field(EnvConfig, "simulator", choices=SIMULATORS)
+    policy: str = field(
+        default="ppo", metadata={"help": "who plays the agent ('human': the logged turns)", "choices": POLICIES}
+    )
+    seed: int = field(default=0, metadata={"help": "episode seed"})
+    out: str | None = field(
+        default=None, metadata={"help": "transcripts JSONL (default RUN/simulate-POLICY-SIMULATOR.jsonl)"}
+    )
+    report: str | None = field(default=None, metadata={"help": "write an HTML report with plots here"})
+
+
+@dataclass
+class ScoreArguments(RunArguments):
+    """Score any bot's turns from a JSONL file."""
+
+    input: str = field(metadata={"help": "JSONL: {history, reply, intent?, knowledge?, id?} per line"})
+    out: str | None = field(default=None, metadata={"help": "JSONL of results (default stdout)"})
+
+
+@dataclass
+class ServeArguments(RunArguments):
+    """The reward as an HTTP JSON API (POST /v1/score)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "bind address (127.0.0.1: loopback only)"})
+    port: int = field(default=8000, metadata={"help": "port"})
+    token: str | None = field(
+        default=None, metadata={"help": "require 'Authorization: Bearer TOKEN' (or set CSRL_TOKEN)"}
+    )
+    max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "largest request body accepted"})
+
+
+# -- the subcommands -------------------------------------------------------------------------------
+
+
+def _data_stats(args: DataStatsArguments) -> int:
     from csrl.data import load_corpus
 
     corpus = load_corpus(args.data, kb=args.kb, seed=args.seed, skip_invalid=args.skip_invalid)
@@ -31,7 +174,7 @@ def _data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_validate(args: argparse.Namespace) -> int:
+def _data_validate(args: DataValidateArguments) -> int:
     from csrl.data import load_conversations, read_knowledge_base
 
     if args.kb:
@@ -66,19 +209,18 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def _train(args: argparse.Namespace) -> int:
-    import dataclasses
+def _train(args: TrainArguments) -> int:
+    from csrl.dialogue.pipeline.training import train
 
-    from csrl.dialogue.pipeline.training import DataConfig, TrainConfig, load_config, train
-
-    out = args.out or f"runs/{args.preset}" + (f"-{args.credit}" if args.credit else "")
+    preset = args.preset or DEFAULT_PRESET
+    out = args.out or f"runs/{preset}" + (f"-{args.credit}" if args.credit else "")
     if args.quiet:
         _quiet_libraries()
-    if args.resume and args.preset_given is False:
+    if args.resume and args.preset is None:
         config = load_config(out)  # --resume alone continues the run as it was configured
     else:
         data = DataConfig(source=args.data, kb=args.kb, seed=args.seed)
-        config = TrainConfig.from_preset(args.preset, data=data, credit=args.credit)
+        config = TrainConfig.from_preset(preset, data=data, credit=args.credit)
     if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
         config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
     train(config, out, resume=args.resume, progress=not args.quiet)
@@ -86,7 +228,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _eval(args: EvalArguments) -> int:
     from csrl.dialogue.evaluation.evaluate import evaluate_run
     from csrl.dialogue.pipeline.runs import open_run
 
@@ -96,7 +238,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _simulate(args: SimulateArguments) -> int:
     from csrl.dialogue.evaluation.evaluate import simulate, write_transcripts
     from csrl.dialogue.evaluation.report import summarize, write_report
     from csrl.dialogue.pipeline.runs import open_run
@@ -116,7 +258,7 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
+def _score(args: ScoreArguments) -> int:
     from csrl.dialogue.pipeline.runs import open_run
     from csrl.dialogue.serving.scoring import score_file
 
@@ -133,7 +275,7 @@ def _score(args: argparse.Namespace) -> int:
     return 1 if problems and not scored else 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: ServeArguments) -> int:
     import os
 
     import uvicorn
@@ -146,86 +288,84 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(run.scorer(), run_name=run.path.name, max_body_bytes=args.max_body_bytes, token=token)
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print("csrl: warning: serving beyond loopback without --token; anyone who can reach it can use it",
-              file=sys.stderr)
+              file=sys.stderr)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one (for ``None`` / ``False`` the help says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(HfArgumentParser):
+    """``HfArgumentParser`` with plain switches and positional arguments.
+
+    A ``bool`` field defaulting to ``False`` is a switch (``--resume``), as in argparse: HfArgumentParser's
+    ``--flag [true|false]`` would swallow the path of ``csrl data validate --kb kb.jsonl``. A field whose
+    metadata has ``"positional": True`` is a positional argument (``csrl data validate PATH``).
+    """
+
+    def __init__(self, dataclass_types=None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(dataclass_types, **kwargs)
+
+    @staticmethod
+    def _parse_dataclass_field(parser, dataclass_field: dataclasses.Field):
+        metadata = dict(dataclass_field.metadata)
+        name, kind = dataclass_field.name, dataclass_field.type  # the type is resolved by HfArgumentParser
+        if metadata.pop("positional", False):
+            parser.add_argument(name, type=kind, **metadata)
+        elif kind is bool and dataclass_field.default is False:
+            parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]), action="store_true",
+                                **metadata)  # fmt: skip
+        else:
+            HfArgumentParser._parse_dataclass_field(parser, dataclass_field)
+
+
+def _add_command(commands, name: str, arguments: type, handler) -> None:
+    """Subcommand ``name``: its options are the fields of ``arguments``, its help that dataclass's docstring."""
+    parser = commands.add_parser(
+        name, dataclass_types=[arguments], help=arguments.__doc__, description=arguments.__doc__
+    )
+    parser.set_defaults(handler=handler, arguments=arguments)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every ``csrl`` subcommand."""
     parser = argparse.ArgumentParser(prog="csrl", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    data = commands.add_parser("data", help="inspect and validate chat logs")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    data = commands.add_parser("data", help="Inspect and validate chat logs.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    stats = data_commands.add_parser("stats", help="count conversations, turns, intents, KB documents and splits")
-    stats.add_argument("--data", default="star", help="'star' (embedded) or a .jsonl / .csv file of logs")
-    stats.add_argument("--kb", default=None, help="a JSON Lines knowledge base (default: STAR's, or the logs' own)")
-    stats.add_argument("--seed", type=int, default=0, help="split seed")
-    stats.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records")
-    stats.add_argument("--json", action="store_true", help="print one JSON object")
-    stats.set_defaults(handler=_data_stats)
-    validate = data_commands.add_parser(
-        "validate", help="check a logs file; name the file, line and field of each problem"
-    )
-    validate.add_argument("path", help="a .jsonl or .csv file of logs (or a KB with --kb)")
-    validate.add_argument("--kb", action="store_true", help="the file is a knowledge base, not logs")
-    validate.add_argument("--skip-invalid", action="store_true", help="report problems but exit 0")
-    validate.set_defaults(handler=_data_validate)
-
-    train = commands.add_parser("train", help="train reward models, SFT and PPO on chat logs (stages cached)")
-    train.add_argument("--data", default="star", help="'star' (embedded) or a .jsonl / .csv file of logs")
-    train.add_argument("--kb", default=None, help="a JSON Lines knowledge base (default: STAR's, or the logs' own)")
-    train.add_argument("--preset", default=None, choices=["debug", "quick", "full"], help="run size (default quick)")
-    train.add_argument("--credit", default=None, choices=["process", "turn"], help="PPO credit (default process)")
-    train.add_argument("--out", default=None, help="run folder (default runs/PRESET)")
-    train.add_argument("--seed", type=int, default=0, help="split seed")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--ppo-iterations", type=int, default=None, help="PPO iterations (default: the preset's)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.set_defaults(handler=_train)
-
-    evaluate = commands.add_parser("eval", help="held-out metrics of a run's reward models and policies")
-    evaluate.add_argument("--run", required=True, help="a run folder written by csrl train")
-    evaluate.add_argument("--episodes", type=int, default=None, help="held-out episodes per policy (default: config)")
-    evaluate.add_argument("--seed", type=int, default=0, help="episode seed (every policy plays the same ones)")
-    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout, progress silenced")
-    evaluate.set_defaults(handler=_eval)
-
-    sim = commands.add_parser("simulate", help="run a policy against simulated customers; transcripts and report")
-    sim.add_argument("--run", required=True, help="a run folder written by csrl train")
-    sim.add_argument("--episodes", type=int, default=50, help="conversations to simulate")
-    sim.add_argument("--simulator", default="replay", choices=["replay", "reactive"], help="customer simulator")
-    sim.add_argument("--policy", default="ppo", choices=["ppo", "sft", "human"], help="who plays the agent")
-    sim.add_argument("--seed", type=int, default=0, help="episode seed")
-    sim.add_argument("--out", default=None, help="transcripts JSONL (default RUN/simulate-POLICY-SIMULATOR.jsonl)")
-    sim.add_argument("--report", default=None, help="write an HTML report with plots here")
-    sim.set_defaults(handler=_simulate)
-
-    score = commands.add_parser("score", help="score any bot's turns from a JSONL file")
-    score.add_argument("--run", required=True, help="a run folder written by csrl train")
-    score.add_argument("--input", required=True, help="JSONL: {history, reply, intent?, knowledge?, id?} per line")
-    score.add_argument("--out", default=None, help="JSONL of results (default stdout)")
-    score.set_defaults(handler=_score)
-
-    serve = commands.add_parser("serve", help="the reward as an HTTP JSON API (POST /v1/score)")
-    serve.add_argument("--run", required=True, help="a run folder written by csrl train")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    serve.add_argument("--port", type=int, default=8000, help="port")
-    serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or set CSRL_TOKEN)")
-    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body accepted")
-    serve.set_defaults(handler=_serve)
+    _add_command(data_commands, "stats", DataStatsArguments, _data_stats)
+    _add_command(data_commands, "validate", DataValidateArguments, _data_validate)
+    _add_command(commands, "train", TrainArguments, _train)
+    _add_command(commands, "eval", EvalArguments, _eval)
+    _add_command(commands, "simulate", SimulateArguments, _simulate)
+    _add_command(commands, "score", ScoreArguments, _score)
+    _add_command(commands, "serve", ServeArguments, _serve)
     return parser
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """The subcommand's arguments dataclass, filled from ``argv``, and its handler."""
+    namespace = build_parser().parse_args(argv)
+    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(namespace.arguments)}
+    return namespace.arguments(**values), namespace.handler
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``csrl`` with ``argv`` (default: the process arguments); returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        args.preset_given = args.preset is not None
-        args.preset = args.preset or "quick"
+    args, handler = parse_arguments(argv)
     try:
-        return args.handler(args)
+        return handler(args)
     except (FileNotFoundError, FileExistsError, IsADirectoryError, ValueError) as err:
         print(f"csrl: error: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,11 @@
-"""Configuration of the policy, its supervised fine-tuning and PPO, with the ``debug`` / ``quick`` / ``full`` presets.
+"""Configuration of the policy, its supervised fine-tuning and PPO.
 
 Each dataclass documents its fields in ``metadata["help"]`` and validates itself in ``__post_init__``,
-raising ``ValueError`` that names the field and the fix. Presets are named configs, like nanoGPT's
-``config/*.py``:
+raising ``ValueError`` that names the field and the fix. The ``debug`` / ``quick`` / ``full`` run sizes
+are overrides of these defaults, kept in :mod:`csrl.dialogue.pipeline.presets`:
 
->>> PolicyConfig.preset("debug").n_layer
-2
+>>> PolicyConfig().n_layer
+4
 >>> PPOConfig(credit="token")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -14,15 +14,9 @@ ValueError: credit='token': expected 'process' (stage rewards on the last token 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-PRESETS = ("debug", "quick", "full")
 DEFAULT_MODEL = "gpt2-from-scratch"  # PolicyConfig.model value meaning: build the small GPT-2 of this config
-
-
-def _check_preset(name: str) -> None:
-    if name not in PRESETS:
-        raise ValueError(f"preset={name!r}: expected one of {', '.join(PRESETS)}")
 
 
 def _positive(config: object, *names: str) -> None:
@@ -37,15 +31,6 @@ def _in_unit_interval(config: object, *names: str, closed_low: bool = True) -> N
         value = getattr(config, name)
         if not (0 <= value <= 1 if closed_low else 0 < value <= 1):
             raise ValueError(f"{name}={value}: expected a number in {'[' if closed_low else '('}0, 1]")
-
-
-def help_text(config_class: type) -> dict[str, str]:
-    """Field name -> help text, e.g. for a command line.
-
-    >>> help_text(PPOConfig)["gamma"]
-    'discount per agent token (1.0: no discount inside an episode)'
-    """
-    return {f.name: f.metadata.get("help", "") for f in fields(config_class)}
 
 
 @dataclass
@@ -89,17 +74,6 @@ class PolicyConfig:
     def is_default_model(self) -> bool:
         """Whether the LM is built from this config rather than loaded."""
         return self.model == DEFAULT_MODEL
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> PolicyConfig:
-        """The named preset with ``overrides`` applied."""
-        _check_preset(name)
-        values = {
-            "debug": dict(vocab_size=512, n_layer=2, n_head=2, n_embd=64, n_positions=256, max_new_tokens=48),
-            "quick": dict(vocab_size=4096, n_layer=4, n_head=4, n_embd=256, n_positions=512, max_new_tokens=96),
-            "full": dict(vocab_size=8192, n_layer=8, n_head=8, n_embd=512, n_positions=1024, max_new_tokens=128),
-        }[name]
-        return cls(**{**values, **overrides})
 
 
 @dataclass
@@ -145,19 +119,6 @@ class SFTConfig:
             raise ValueError(f"warmup_ratio={self.warmup_ratio}: expected a fraction in [0, 1)")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay}: must be >= 0")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> SFTConfig:
-        """The named preset with ``overrides`` applied."""
-        _check_preset(name)
-        values = {
-            "debug": dict(max_conversations=50, max_steps=8, per_device_train_batch_size=8, max_length=256,
-                          logging_steps=2, learning_rate=3e-3, warmup_ratio=0.0),
-            "quick": dict(max_conversations=600, max_steps=300, per_device_train_batch_size=16, max_length=256,
-                          learning_rate=1e-3),
-            "full": dict(num_train_epochs=3.0, per_device_train_batch_size=32, max_length=1024, learning_rate=5e-4),
-        }[name]  # fmt: skip
-        return cls(**{**values, **overrides})
 
 
 @dataclass
@@ -228,19 +189,3 @@ class PPOConfig:
     def batch_size(self) -> int:
         """Agent turns per rollout at most: B episodes × turns per episode."""
         return self.rollout_batch_size * self.turns_per_episode
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> PPOConfig:
-        """The named preset with ``overrides`` applied."""
-        _check_preset(name)
-        values = {
-            "debug": dict(rollout_batch_size=2, turns_per_episode=2, total_iterations=2, minibatch_size=2,
-                          update_epochs=1),
-            # 64 turns a rollout: with 32, the iteration's reward moved 0.13-0.36 with the conversations drawn,
-            # and seeds ended anywhere from 0.19 to 0.29 held-out (SFT: 0.23)
-            "quick": dict(rollout_batch_size=16, turns_per_episode=4, total_iterations=16, minibatch_size=16,
-                          update_epochs=4, learning_rate=5e-5),
-            "full": dict(rollout_batch_size=64, turns_per_episode=10, total_iterations=500, minibatch_size=32,
-                         update_epochs=4),
-        }[name]  # fmt: skip
-        return cls(**{**values, **overrides})

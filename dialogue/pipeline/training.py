@@ -9,110 +9,27 @@ The stages, in order (a finished stage leaves a ``DONE`` marker and is loaded, n
 3. ``ppo/``: the project's PPO against the conversation environment (:mod:`csrl.dialogue.trainer.ppo_trainer`),
    checkpointed every iteration, so ``--resume`` continues a killed run.
 
-``TrainConfig`` composes the packages' own configs; ``config.json`` in the run folder records it.
+The run's settings are a :class:`~csrl.dialogue.pipeline.config.TrainConfig` (:mod:`csrl.dialogue.pipeline.config`),
+sized by a preset (:mod:`csrl.dialogue.pipeline.presets`); ``config.json`` in the run folder records it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from csrl.data import Conversation, Corpus, load_corpus
-from csrl.dialogue.config import PRESETS, PolicyConfig, PPOConfig, SFTConfig
+from csrl.data.files import is_done, mark_done
+from csrl.dialogue.pipeline.config import (
+    CONFIG_FILE,
+    DataConfig,
+    TrainConfig,
+    load_config,
+    resume_differences,
+    save_config,
+)
 from csrl.env import EnvConfig
-from csrl.rewards.config import RewardConfig
-from csrl.rewards.stack import RewardTrainingConfig
-
-CONFIG_FILE = "config.json"
-DONE = "DONE"
-
-
-@dataclass
-class DataConfig:
-    """Which logs to train on, and how much of them."""
-
-    source: str = field(default="star", metadata={"help": "'star' (embedded) or a .jsonl / .csv file of logs"})
-    kb: str | None = field(default=None, metadata={"help": "a JSON Lines knowledge base (default: STAR's / the logs')"})
-    seed: int = field(default=0, metadata={"help": "split seed (splits are by conversation)"})
-    max_intents: int | None = field(
-        default=None, metadata={"help": "keep only the most frequent intents (debug runs); None: all"}
-    )
-    max_conversations: int | None = field(
-        default=None, metadata={"help": "keep at most this many conversations per split; None: all"}
-    )
-
-    def __post_init__(self):
-        for name in ("max_intents", "max_conversations"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name}={value}: use None (all) or a positive number")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; ``TrainConfig.preset(name)`` gives the ``debug`` / ``quick`` / ``full`` sizes."""
-
-    preset: str = "quick"
-    data: DataConfig = field(default_factory=DataConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    reward_training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per policy in `csrl eval`"})
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r}: expected one of {', '.join(PRESETS)}")
-        if self.eval_episodes < 1:
-            raise ValueError(f"eval_episodes={self.eval_episodes}: must be >= 1")
-
-    @classmethod
-    def from_preset(cls, name: str, *, data: DataConfig | None = None, credit: str | None = None) -> TrainConfig:
-        """The named preset (``data`` replaces its data choice; ``credit`` its PPO credit)."""
-        if name not in PRESETS:
-            raise ValueError(f"preset={name!r}: expected one of {', '.join(PRESETS)}")
-        data = data or DataConfig()
-        if name == "debug":
-            data = dataclasses.replace(data, max_intents=data.max_intents or 2, max_conversations=24)
-        ppo_overrides = {"credit": credit} if credit else {}
-        return cls(
-            preset=name,
-            data=data,
-            reward=RewardConfig(max_seq_length=64) if name == "debug" else RewardConfig(),
-            reward_training=RewardTrainingConfig.preset(name),
-            policy=PolicyConfig.preset(name),
-            sft=SFTConfig.preset(name),
-            ppo=PPOConfig.preset(name, **ppo_overrides),
-            eval_episodes={"debug": 8, "quick": 400, "full": 500}[name],
-        )
-
-    def to_dict(self) -> dict:
-        """JSON-ready nested dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Rebuild from :meth:`to_dict` output (unknown keys are an error, so a typo cannot pass silently)."""
-        parts = {
-            "data": DataConfig,
-            "reward": RewardConfig,
-            "reward_training": RewardTrainingConfig,
-            "policy": PolicyConfig,
-            "sft": SFTConfig,
-            "env": EnvConfig,
-            "ppo": PPOConfig,
-        }
-        unknown = sorted(set(values) - set(parts) - {"preset", "eval_episodes"})
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
-        kwargs = {name: parts[name](**values[name]) for name in parts if name in values}
-        return cls(preset=values.get("preset", "quick"), eval_episodes=values.get("eval_episodes", 200), **kwargs)
-
 
 # -- data ------------------------------------------------------------------------------------------
 
@@ -159,14 +76,6 @@ def load_training_corpus(config: DataConfig) -> Corpus:
 # -- stages ----------------------------------------------------------------------------------------
 
 
-def _done(folder: Path) -> bool:
-    return (folder / DONE).exists()
-
-
-def _mark_done(folder: Path, summary: dict) -> None:
-    (folder / DONE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
-
-
 def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
     """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``)."""
     from csrl.dialogue.models.policy import ActorCritic
@@ -174,7 +83,7 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
     from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
     from csrl.dialogue.trainer.sft import run_sft
 
-    if _done(folder):
+    if is_done(folder):
         log(f"sft: cached in {folder}")
         return ActorCritic.load(folder)
     train = corpus.split("train")
@@ -195,7 +104,7 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
     policy.save(folder)
     summary = {k: v for k, v in metrics.items() if k != "log_history"} | {"wall_s": time.perf_counter() - started}
     (folder / "sft_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    _mark_done(folder, summary)
+    mark_done(folder, summary)
     log(f"sft: loss {metrics['loss_before']:.3f} -> {metrics['loss_after']:.3f} in {summary['wall_s']:.0f} s")
     return policy
 
@@ -209,28 +118,6 @@ def make_envs(conversations: list[Conversation], stack, env_config: EnvConfig, c
         for _ in range(count)
     ]
     return LockstepEnvs(envs, max_turns=max_turns)
-
-
-def save_config(config: TrainConfig, run: Path) -> None:
-    """Write ``config.json`` (atomically: a crash never leaves half a config)."""
-    tmp = run / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    tmp.replace(run / CONFIG_FILE)
-
-
-def load_config(run: str | Path) -> TrainConfig:
-    """The config of a run folder."""
-    path = Path(run) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a csrl run folder (no {CONFIG_FILE}); train one with `csrl train`")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
-
-
-def _comparable(config: TrainConfig) -> dict:
-    """The settings a resumed run must keep: all but the PPO length (a run may be continued for longer)."""
-    values = config.to_dict()
-    values["ppo"] = {k: v for k, v in values["ppo"].items() if k != "total_iterations"}
-    return values
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
@@ -249,10 +136,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             raise FileExistsError(
                 f"{run} already holds a run; pass --resume to continue it, or choose another --out"
             )
-        saved = load_config(run)
-        before, now = _comparable(saved), _comparable(config)
-        if before != now:
-            changed = sorted(k for k, v in now.items() if before.get(k) != v)
+        changed = resume_differences(load_config(run), config)
+        if changed:
             raise ValueError(
                 f"{run} was started with another config (differs in {changed}); resume with the same preset and "
                 "options, or choose another --out"
@@ -281,9 +166,6 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
 
 
 __all__ = [
-    "DataConfig",
-    "TrainConfig",
-    "load_config",
     "load_training_corpus",
     "make_envs",
     "sft_stage",

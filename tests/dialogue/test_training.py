@@ -1,5 +1,6 @@
-"""The whole pipeline on the debug preset: train, resume, eval, simulate, score (one run per session)."""
+"""The whole pipeline on the debug preset (train, resume, eval, simulate, score: one run per session); the presets."""
 
+import dataclasses
 import json
 import math
 
@@ -8,15 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from csrl.dialogue.cli import main
-from csrl.dialogue.pipeline.training import DataConfig, TrainConfig, subset_corpus, train
-
-
-@pytest.fixture(scope="session")
-def debug_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "debug"
-    config = TrainConfig.from_preset("debug")
-    summary = train(config, out, progress=False, log=lambda *_: None)
-    return out, config, summary
+from csrl.dialogue.pipeline.config import DataConfig, TrainConfig
+from csrl.dialogue.pipeline.presets import PRESETS, preset_overrides
+from csrl.dialogue.pipeline.training import subset_corpus, train
 
 
 def _weights(folder):
@@ -113,6 +108,30 @@ def test_config_round_trips_and_refuses_unknown_keys():
         TrainConfig.from_dict({**config.to_dict(), "rewardz": {}})
     with pytest.raises(ValueError, match="preset='fast'"):
         TrainConfig.from_preset("fast")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_each_preset_is_its_overrides_over_the_dataclass_defaults(name):
+    overrides = preset_overrides(name)
+    config = TrainConfig.from_preset(name)
+    parts = [f.name for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.default_factory)]
+    assert set(overrides) == {*parts, "eval_episodes"}, "a preset names every part, even one it leaves as is"
+    for part in parts:
+        section = getattr(config, part)
+        defaults = dataclasses.asdict(type(section)())
+        assert dataclasses.asdict(section) == {**defaults, **overrides[part]}, part
+        for key, value in overrides[part].items():  # only overrides: a value equal to the default is noise
+            assert defaults[key] != value, f"{name}.{part}.{key} repeats the default {value!r}"
+    assert config.eval_episodes == overrides["eval_episodes"] and config.preset == name
+
+
+def test_a_preset_keeps_the_data_choice_and_credit_it_is_given():
+    data = DataConfig(source="logs.jsonl", kb="kb.jsonl", seed=3)
+    config = TrainConfig.from_preset("debug", data=data, credit="turn")
+    assert config.data == DataConfig(source="logs.jsonl", kb="kb.jsonl", seed=3, max_intents=2, max_conversations=24)
+    assert config.ppo == dataclasses.replace(TrainConfig.from_preset("debug").ppo, credit="turn")
+    assert TrainConfig.from_preset("debug", data=DataConfig(max_intents=5)).data.max_intents == 5
+    assert TrainConfig.from_preset("quick", data=data).data == data
 
 
 def _off_topic(conversations, intent):

@@ -3,7 +3,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from search_doubles import KeywordSearcher
+from support import KeywordSearcher
 
 from csrl.data import Conversation, KBDocument, Turn
 from csrl.env import ENV_ID, ConversationEnv, EnvConfig, LockstepEnvs, conversation_slots

@@ -1,15 +1,16 @@
 """The actor-critic: shapes, log-probs against a manual gather, batched generation with stops, save/load."""
 
 import copy
+import dataclasses
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from csrl.dialogue.config import PolicyConfig
 from csrl.dialogue.models.policy import ActorCritic, build_default_lm
 from csrl.dialogue.models.tokenizer import train_tokenizer
+from csrl.dialogue.pipeline.config import TrainConfig
 
 TEXTS = [
     "customer: Hi, my card was stolen!\nagent:\nintent: bank_fraud_report\nreply: Could I get your name, please?",
@@ -23,7 +24,8 @@ PROMPTS = ["customer: Hi\nagent:\n", "customer: I need the weather for Tuesday i
 @pytest.fixture(scope="module")
 def tiny_policy():
     tokenizer = train_tokenizer(TEXTS, vocab_size=320)
-    config = PolicyConfig.preset("debug", n_embd=32, n_head=2, n_layer=2, n_positions=128, max_new_tokens=32)
+    debug = TrainConfig.from_preset("debug").policy
+    config = dataclasses.replace(debug, n_embd=32, n_head=2, n_layer=2, n_positions=128, max_new_tokens=32)
     return ActorCritic.from_config(tokenizer, config).eval()
 
 
@@ -33,7 +35,7 @@ def policy(tiny_policy):
 
 
 def test_build_default_lm_sizes():
-    lm = build_default_lm(400, PolicyConfig.preset("debug"))
+    lm = build_default_lm(400, TrainConfig.from_preset("debug").policy)
     assert (lm.config.vocab_size, lm.config.n_layer, lm.config.n_embd, lm.config.n_positions) == (400, 2, 64, 256)
 
 

@@ -1,25 +1,28 @@
 """PPO: GAE chained over an episode's policy tokens, a debug run that learns, exact resume, the run directory."""
 
 import copy
+import dataclasses
 import json
 import math
 
 import pytest
 import torch
-from test_rollout import GENERATION, build_taught_policy, make_envs
+from support import GENERATION, build_taught_policy, make_envs
 
 from csrl.dialogue.config import PPOConfig
-from csrl.dialogue.models.policy import ActorCritic
-from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
-from csrl.dialogue.trainer.ppo import compute_advantages, explained_variance
 from csrl.dialogue.evaluation.evaluate import kl_to_reference
 from csrl.dialogue.evaluation.playback import play_episodes
+from csrl.dialogue.models.policy import ActorCritic
+from csrl.dialogue.pipeline.config import TrainConfig
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer, TurnRecord
 from csrl.dialogue.trainer.checkpoints import latest_checkpoint, latest_policy_folder
+from csrl.dialogue.trainer.ppo import compute_advantages, explained_variance
 from csrl.dialogue.trainer.ppo_trainer import read_metrics, train_ppo
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.rules import FormatReward, LengthReward, RepetitionReward
 
-CONFIG = PPOConfig.preset("debug", learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
+DEBUG_PPO = TrainConfig.from_preset("debug").ppo
+CONFIG = dataclasses.replace(DEBUG_PPO, learning_rate=1e-3, kl_coef=0.1, update_epochs=2, seed=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

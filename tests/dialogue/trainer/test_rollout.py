@@ -3,98 +3,26 @@
 import copy
 import re
 
-import gymnasium as gym
 import pytest
 import torch
-import torch.nn.functional as F
-from search_doubles import KeywordSearcher
+from support import (
+    GENERATION,
+    POLICY_KB,
+    KeywordSearcher,
+    build_taught_policy,
+    make_envs,
+)
 
-from csrl.data import Conversation, KBDocument, Turn
-from csrl.dialogue.config import PolicyConfig
-from csrl.dialogue.models.policy import ActorCritic
-from csrl.dialogue.models.prompts import results_text
-from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
-from csrl.dialogue.trainer.buffer import TrajectoryBuffer
 from csrl.dialogue.evaluation.playback import play_episodes, play_human_episodes
+from csrl.dialogue.models.prompts import results_text
+from csrl.dialogue.trainer.buffer import TrajectoryBuffer
 from csrl.dialogue.trainer.credit import stage_positions
 from csrl.dialogue.trainer.generation import GeneratedTurn
 from csrl.dialogue.trainer.rollout import collect_rollouts
-from csrl.dialogue.trainer.sft import tokenize_example
-from csrl.env import ENV_ID, LockstepEnvs
 from csrl.rewards.composite import CompositeReward
-from csrl.rewards.rules import FormatReward, LengthReward
-
-KB = [
-    KBDocument("k-fraud", "Report card fraud: we need your full name and account number.", "fraud", "fraud"),
-    KBDocument("k-weather", "Weather forecast for Detroit: sunny, 25 degrees.", "weather", "weather"),
-]
-TAUGHT_TURN = "intent: weather\nsearch: weather Detroit\nresults: [1] weather: sunny\nreply: Sunny all day in Detroit."
-GENERATION = PolicyConfig.preset("debug", vocab_size=400, max_new_tokens=40, results_char_budget=80)
-
+from csrl.rewards.rules import LengthReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def conversations():
-    return [
-        Conversation(
-            id="c1",
-            intent="weather",
-            turns=(
-                Turn("customer", "Weather in Detroit?"),
-                Turn("agent", "Which day?", intent="weather"),
-                Turn("customer", "Tuesday please"),
-                Turn("tool", query="weather Detroit", results=(KB[1],)),
-                Turn("agent", "Sunny all day in Detroit.", intent="weather"),
-                Turn("customer", "Thanks!"),
-                Turn("agent", "You're welcome.", intent="weather"),
-            ),
-        ),
-        Conversation(
-            id="c2",
-            intent="fraud",
-            turns=(
-                Turn("customer", "Someone used my card! 💳"),
-                Turn("agent", "Could I get your full name, please?", intent="fraud"),
-                Turn("customer", "Sam Lee"),
-                Turn("agent", "Your report has been submitted.", intent="fraud"),
-            ),
-        ),
-    ]
-
-
-def stage_reward():
-    """Rule components standing in for the three stages, so each stage's placement can be seen."""
-    return CompositeReward(
-        {"intent": FormatReward(), "retrieval": LengthReward(), "satisfaction": LengthReward()},
-        {"intent": 0.3, "retrieval": 0.5, "satisfaction": 0.2},
-    )
-
-
-def make_envs(n=2, max_turns=3, reward=None):
-    reward = reward or stage_reward()
-    searcher = KeywordSearcher(KB)
-    envs = [gym.make(ENV_ID, conversations=conversations(), reward=reward, searcher=searcher) for _ in range(n)]
-    return LockstepEnvs(envs, max_turns=max_turns)
-
-
-def build_taught_policy():
-    """A debug GPT-2 over a tokenizer trained on the conversations, taught to write TAUGHT_TURN (it then searches)."""
-    tokenizer = train_tokenizer_on_corpus(conversations() * 5, vocab_size=400, model_max_length=256)
-    policy = ActorCritic.from_config(tokenizer, GENERATION)
-    row = tokenize_example(tokenizer, "customer: Weather in Detroit?\nagent:\n", TAUGHT_TURN, 256)
-    input_ids = torch.tensor([row["input_ids"]])  # (1, T)
-    mask = torch.tensor([row["completion_mask"]])[:, 1:].float()  # (1, T-1)
-    optimizer = torch.optim.Adam(policy.lm.parameters(), lr=1e-2)
-    torch.manual_seed(0)
-    for _ in range(60):
-        logits = policy.lm(input_ids=input_ids).logits[:, :-1]  # (1, T-1, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (1, T-1)
-        loss = (nll * mask).sum() / mask.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return policy.eval()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +66,7 @@ def test_action_mask_excludes_prompt_and_inserted_results(rollout, taught_policy
         assert re.search(r"(^|\n)search:[^\n]*\n$", policy_part), "results come right after the search line"
         assert tokenizer.decode(inserted).startswith("results: ") and tokenizer.decode(inserted).endswith("\n")
         query = policy_part.split("search:")[-1].strip()
-        documents = [d for d, _ in KeywordSearcher(KB).search([query], 3)[0]]
+        documents = [d for d, _ in KeywordSearcher(POLICY_KB).search([query], 3)[0]]
         assert tokenizer.decode(inserted) == results_text(documents, GENERATION.results_char_budget)
         assert record.action_mask[-1] == 1, "the policy writes its reply after the results"
     assert stats.turns == len(buffer) and stats.generated_tokens == sum(sum(r.action_mask) for r in buffer)

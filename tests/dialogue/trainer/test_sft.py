@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from csrl.dialogue.config import PolicyConfig, SFTConfig
 from csrl.dialogue.models.policy import ActorCritic
 from csrl.dialogue.models.prompts import corpus_to_examples
 from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+from csrl.dialogue.pipeline.config import TrainConfig
 from csrl.dialogue.trainer.sft import run_sft, tokenize_example
 
 
@@ -21,7 +21,7 @@ def star_examples(star_corpus):
 def tiny_star_policy(star_corpus):
     conversations = [c for c in star_corpus.conversations if c.split == "train"][:50]
     tokenizer = train_tokenizer_on_corpus(conversations, vocab_size=512, model_max_length=256)
-    return ActorCritic.from_config(tokenizer, PolicyConfig.preset("debug"))
+    return ActorCritic.from_config(tokenizer, TrainConfig.from_preset("debug").policy)
 
 
 def test_tokenize_example_masks_prompt_and_results(tiny_star_policy, star_examples):
@@ -50,7 +50,7 @@ def test_sft_debug_run_changes_parameters_and_lowers_loss(tiny_star_policy, star
     policy = copy.deepcopy(tiny_star_policy)
     before = {name: p.detach().clone() for name, p in policy.lm.named_parameters()}
     head_before = policy.value_head.weight.detach().clone()
-    metrics = run_sft(policy, policy.tokenizer, star_examples, SFTConfig.preset("debug"), tmp_path / "sft")
+    metrics = run_sft(policy, policy.tokenizer, star_examples, TrainConfig.from_preset("debug").sft, tmp_path / "sft")
     assert metrics["steps"] == 8 and metrics["examples"] == len(star_examples)
     for key in ("loss_before", "loss_after", "train_loss"):
         assert torch.isfinite(torch.tensor(metrics[key])), key
@@ -71,4 +71,4 @@ def test_sft_debug_run_changes_parameters_and_lowers_loss(tiny_star_policy, star
 
 def test_sft_rejects_no_examples(tiny_star_policy, tmp_path):
     with pytest.raises(ValueError, match="no SFT examples"):
-        run_sft(tiny_star_policy, tiny_star_policy.tokenizer, [], SFTConfig.preset("debug"), tmp_path)
+        run_sft(tiny_star_policy, tiny_star_policy.tokenizer, [], TrainConfig.from_preset("debug").sft, tmp_path)

@@ -1,0 +1,102 @@
+"""``csrl`` (dialogue/cli.py): the data commands, and the parser built from the arguments dataclasses."""
+
+import dataclasses
+import json
+
+import pytest
+
+from csrl.dialogue.cli import main, parse_arguments
+from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.pipeline.config import DataConfig, TrainConfig
+from csrl.dialogue.pipeline.presets import PRESETS
+
+
+def test_data_stats_json_on_star(capsys):
+    assert main(["data", "stats", "--data", "star", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert {"conversations", "turns", "intents", "kb_documents", "splits"} <= stats.keys()
+    assert stats["intents"] == 24
+    assert set(stats["splits"]) == {"train", "validation", "test"}
+
+
+def test_validate_reports_each_problem_and_fails(tmp_path, capsys):
+    path = tmp_path / "logs.jsonl"
+    path.write_text(
+        '{"id": "a", "turns": [{"role": "customer", "text": "Hi"}, {"role": "agent", "text": "Hello"}]}\n'
+        '{"id": "b", "turns": [{"role": "bot", "text": "Hi"}]}\n'
+        "{oops\n"
+    )
+    assert main(["data", "validate", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}:2: field 'turns[0].role': expected one of customer, agent, tool, got 'bot'",
+        f"{path}:3: not valid JSON: Expecting property name enclosed in double quotes (column 2)",
+        f"{path}: 2 invalid record(s); fix them or pass --skip-invalid",
+    ]
+    assert main(["data", "validate", str(path), "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == (
+        f"{path}: skipped 2 invalid record(s) (turns[].role: expected one of customer, agent, tool: 1; "
+        "not valid JSON: 1); 1 valid conversations (2 turns)"
+    )
+
+
+def test_validate_clean_file_and_missing_file(tmp_path, capsys):
+    path = tmp_path / "logs.csv"
+    path.write_text("conversation_id,role,text\nc1,customer,Hi\nc1,agent,Hello\n")
+    assert main(["data", "validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: OK, 1 valid conversations (2 turns)"
+    assert main(["data", "validate", str(tmp_path / "nope.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def _help_of(config_class, name):
+    return next(f for f in dataclasses.fields(config_class) if f.name == name).metadata["help"]
+
+
+def test_train_help_and_defaults_come_from_the_config_fields(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps the help to the terminal
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for config_class, name in [(DataConfig, "source"), (DataConfig, "seed"), (TrainConfig, "preset"),
+                               (PPOConfig, "credit"), (PPOConfig, "total_iterations")]:  # fmt: skip
+        assert " ".join(_help_of(config_class, name).split()) in shown, name
+    args, _ = parse_arguments(["train"])
+    assert (args.data, args.kb, args.seed) == (DataConfig().source, DataConfig().kb, DataConfig().seed)
+    assert args.preset is None and args.credit is None  # not given: the preset decides (or, with --resume, the run)
+
+
+def test_a_bad_preset_exits_2_and_names_the_choices(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--preset", "fast"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'fast'" in err and all(repr(name) in err for name in PRESETS)
+
+
+@pytest.mark.parametrize(
+    "command, flag, value",
+    [
+        (["train"], "ppo-iterations", "5"),
+        (["serve", "--run", "runs/quick"], "max-body-bytes", "10"),
+        (["data", "stats"], "skip-invalid", None),
+        (["data", "validate", "logs.jsonl"], "skip-invalid", None),
+    ],
+)
+def test_dashed_and_underscored_spellings_parse_the_same(command, flag, value):
+    def parse(spelling):
+        return parse_arguments([*command, f"--{spelling}", *([value] if value else [])])[0]
+
+    assert parse(flag) == parse(flag.replace("-", "_")) != parse_arguments(command)[0]
+
+
+def test_a_switch_before_the_path_leaves_the_path_alone():
+    args, _ = parse_arguments(["data", "validate", "--kb", "kb.jsonl"])
+    assert (args.path, args.kb, args.skip_invalid) == ("kb.jsonl", True, False)
+
+
+def test_resume_without_preset_reads_the_runs_own_config(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "missing"), "--resume"]) == 2
+    assert "not a csrl run folder" in capsys.readouterr().err
