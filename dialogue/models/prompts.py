@@ -3,12 +3,12 @@ r"""The agent turn as a process, seen from the policy: prompts, the search pause
 The text format itself (``intent:`` / ``search:`` / ``results:`` / ``reply:``, the total parser, the
 rendering of results and of the dialogue) is defined once, in :mod:`csrl.env.turn_format`, because the
 environment needs it and may not import ``dialogue`` (imports go ``data`` ← ``rewards`` ← ``env`` ←
-``dialogue``). This module re-exports it and adds what only the policy needs:
+``dialogue``). This module builds on it with what only the policy needs:
 
 - :func:`build_prompt`: the dialogue so far, as the environment's observation renders it, then the
   agent's turn start; the policy writes the process after it.
 - :data:`SEARCH_PAUSE`: where generation pauses, right after the ``search:`` line's newline, so the
-  rollout can insert :func:`results_text` and resume.
+  rollout can insert :func:`results_text` and resume; :func:`cut_turn_end` where a turn ends.
 - :func:`policy_segments`: a turn's text cut into the policy's own pieces and the environment's
   ``results:`` block (masked out of every loss).
 - :func:`conversation_to_examples`: a logged conversation as prompt/completion SFT examples.
