@@ -6,7 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from csrl.data.loaders import load_conversations, load_knowledge_base
+from csrl.data.knowledge import load_knowledge_base
+from csrl.data.loaders import load_conversations
+from csrl.data.mapping import ColumnMapping
+from csrl.data.reading import SourceReport
 from csrl.data.report import LoadReport
 from csrl.data.schema import Conversation, KBDocument
 from csrl.data.splits import assign_splits, by_split, split_counts
@@ -32,11 +35,15 @@ class Corpus:
         return sorted(labels)
 
     def stats(self) -> dict:
-        """Counts a user checks first: conversations, turns by role, intents, KB size, splits, skips."""
+        """Counts a user checks first: conversations, turns by role, intents, KB size, splits, skips.
+
+        A CSV source adds ``ignored`` (rows of a role that is neither customer nor agent, by reason)
+        and ``merged_messages`` (messages joined into the turn before them).
+        """
         roles = Counter(t.role for c in self.conversations for t in c.turns)
         ratings = sum(1 for c in self.conversations for t in c.turns if t.rating is not None)
         satisfied = Counter(c.outcome.satisfied for c in self.conversations if c.outcome)
-        return {
+        stats = {
             "source": self.report.source,
             "conversations": len(self.conversations),
             "turns": sum(roles.values()),
@@ -48,6 +55,10 @@ class Corpus:
             "outcome_satisfied": {"true": satisfied.get(True, 0), "false": satisfied.get(False, 0)},
             "skipped": {"count": len(self.report.problems), "reasons": self.report.skipped_reasons()},
         }
+        if isinstance(self.report, SourceReport):
+            stats["ignored"] = {"count": len(self.report.ignored), "reasons": self.report.ignored_reasons()}
+            stats["merged_messages"] = self.report.merged_messages
+        return stats
 
 
 def _documents_in_logs(conversations: list[Conversation]) -> list[KBDocument]:
@@ -65,18 +76,20 @@ def load_corpus(
     *,
     seed: int = 0,
     skip_invalid: bool = False,
+    mapping: ColumnMapping | None = None,
 ) -> Corpus:
     """Load chat logs, give them seeded splits and find their knowledge base.
 
     Args:
         source: ``"star"`` for the embedded corpus, or a ``.jsonl`` / ``.csv`` file of logs.
-        kb: a JSON Lines knowledge base. Default: STAR's for ``"star"``, otherwise the documents
-            that the logs' tool turns returned (possibly none).
+        kb: a knowledge base: JSON Lines, CSV or a folder of Markdown / text files. Default: STAR's for
+            ``"star"``, otherwise the documents that the logs' tool turns returned (possibly none).
         seed: the split seed.
         skip_invalid: report and skip invalid records instead of raising.
+        mapping: the columns and role values of a CSV export (see :class:`~csrl.data.mapping.ColumnMapping`).
 
     """
-    report = load_conversations(source, skip_invalid=skip_invalid)
+    report = load_conversations(source, skip_invalid=skip_invalid, mapping=mapping)
     conversations = assign_splits(report.conversations, seed=seed)
     if kb is not None:
         knowledge_base = load_knowledge_base(kb, skip_invalid=skip_invalid)

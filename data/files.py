@@ -1,4 +1,4 @@
-"""Files a run writes that must never be read half-written: atomic text writes and a stage's ``DONE`` marker.
+"""Files a run writes that must never be read half-written: atomic writes and a stage's ``DONE`` marker.
 
 A stage of ``csrl train`` (reward models, SFT, PPO) writes its folder, then its marker last; a folder
 without the marker is unfinished and is trained again, never loaded.
@@ -39,3 +39,12 @@ def is_done(folder: str | Path) -> bool:
 def mark_done(folder: str | Path, summary: dict | None = None) -> None:
     """Leave the ``DONE`` marker in ``folder``, holding ``summary`` (timings, counts) as JSON."""
     write_text_atomic(Path(folder) / DONE, json.dumps(summary or {}, indent=2, default=float) + "\n")
+
+
+def update_json(path: str | Path, **parts) -> dict:
+    """Add ``parts`` to the JSON object in ``path`` (created if missing), atomically; returns the whole object."""
+    path = Path(path)
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record.update(parts)
+    write_text_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return record

@@ -1,67 +1,36 @@
-"""Readers for chat logs and knowledge bases: canonical JSON Lines, a flat CSV of turns, STAR.
+"""Readers for chat logs: canonical JSON Lines, CSV exports of turns in any shape, STAR, plain message lists.
 
 Every reader validates each record and either raises :class:`InvalidDataError` listing every
 problem with its file, line and field, or (``skip_invalid=True``) keeps the valid records and
-reports the rest in :class:`LoadReport.problems`. Nothing is dropped without a trace.
+reports the rest in :class:`LoadReport.problems`. Nothing is dropped without a trace: what a
+reader leaves out by design (CSV rows of a role that is neither customer nor agent) is counted in
+:attr:`SourceReport.ignored`.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
+from csrl.data.mapping import ColumnMapping, normalize_role, parse_timestamp
+from csrl.data.reading import (
+    SourceReport,
+    check_file,
+    check_utf8,
+    decoded_lines,
+    format_of,
+    header_index,
+    parse_json_line,
+    raise_or_report,
+    read_csv_rows,
+)
 from csrl.data.report import InvalidDataError, LoadReport, Problem
-from csrl.data.schema import Conversation, KBDocument, RecordError, Turn
+from csrl.data.schema import Conversation, RecordError, Turn
 
-CSV_REQUIRED_COLUMNS = ("conversation_id", "role", "text")
-CSV_OPTIONAL_COLUMNS = ("intent", "rating")
-
-
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
-    """Yield ``(line_number, text)`` for non-blank lines, or a Problem for bytes that are not UTF-8."""
-    with _open_binary(path) as raw:
-        for number, data in enumerate(raw, start=1):
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as err:
-                bad = data[err.start]
-                yield (
-                    number,
-                    Problem(str(path), number, None, f"not valid UTF-8: byte 0x{bad:02x} at position {err.start}"),
-                )
-                continue
-            if text.strip():
-                yield number, text
-
-
-def _parse_json_line(path: Path, number: int, text: str) -> dict | Problem:
-    try:
-        return json.loads(text.rstrip("\r\n"))
-    except json.JSONDecodeError as err:
-        return Problem(str(path), number, None, f"not valid JSON: {err.msg} (column {err.colno})")
-
-
-def _finish(report: LoadReport, skip_invalid: bool) -> LoadReport:
-    if report.problems and not skip_invalid:
-        raise InvalidDataError(report.problems)
-    return report
-
-
-def _check_path(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory: pass a .jsonl or .csv file")
-    return path
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+MESSAGE_COLUMNS = ("id", "text")  # a list of customer messages: id optional (default: the line number)
 
 
 def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
@@ -75,11 +44,11 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
         InvalidDataError: invalid records and ``skip_invalid`` is off.
 
     """
-    path = _check_path(path)
+    path = check_file(path)
     report = LoadReport(source=str(path))
     first_line_of: dict[str, int] = {}
-    for number, text in _decoded_lines(path):
-        record = text if isinstance(text, Problem) else _parse_json_line(path, number, text)
+    for number, text in decoded_lines(path):
+        record = text if isinstance(text, Problem) else parse_json_line(path, number, text)
         if isinstance(record, Problem):
             report.problems.append(record)
             continue
@@ -94,144 +63,256 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
             continue
         first_line_of[conversation.id] = number
         report.conversations.append(conversation)
-    return _finish(report, skip_invalid)
+    return raise_or_report(report, skip_invalid)
 
 
-def _csv_turn(row: dict, where: str) -> Turn:
-    record: dict = {"role": row["role"].strip(), "text": row["text"]}
-    if record["role"] == "tool":
-        raise RecordError(where + "role", "tool turns cannot be written in the CSV format: use JSON Lines")
-    if row.get("intent"):
-        record["intent"] = row["intent"].strip()
-    if row.get("rating", "").strip():
-        try:
-            record["rating"] = int(row["rating"])
-        except ValueError:
-            raise RecordError(where + "rating", f"expected an integer from 1 to 5, got {row['rating']!r}") from None
-    return Turn.from_dict(record)
+def join_bursts(turns: list[Turn]) -> list[Turn]:
+    r"""One turn for each run of a speaker's consecutive messages: texts joined by a newline.
+
+    The first intent and the first rating given in the run are kept.
+
+    >>> turns = [Turn("customer", "Hi"), Turn("customer", "my card is gone", rating=2),
+    ...          Turn("agent", "Sorry!", intent="fraud"), Turn("agent", "Name?", intent="name")]
+    >>> [(t.role, t.text, t.intent, t.rating) for t in join_bursts(turns)]
+    [('customer', 'Hi\nmy card is gone', None, 2), ('agent', 'Sorry!\nName?', 'fraud', None)]
+    """
+    runs: list[list[Turn]] = []
+    for turn in turns:
+        if runs and runs[-1][0].role == turn.role and turn.role != "tool":
+            runs[-1].append(turn)
+        else:
+            runs.append([turn])
+    return [
+        run[0]
+        if len(run) == 1
+        else Turn(
+            role=run[0].role,
+            text="\n".join(t.text for t in run),
+            intent=next((t.intent for t in run if t.intent is not None), None),
+            rating=next((t.rating for t in run if t.rating is not None), None),
+        )
+        for run in runs
+    ]
 
 
-def load_csv(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
-    """Read a flat CSV of turns: ``conversation_id, role, text[, intent, rating]``, one turn a row.
+def _csv_turn(role: str, values: dict[str, str], columns: dict[str, str]) -> Turn:
+    """The turn of one row; errors name the file's own column."""
+    record: dict = {"role": role, "text": values["text"]}
+    try:
+        if values.get("intent", "").strip():
+            record["intent"] = values["intent"].strip()
+        rating = values.get("rating", "").strip()
+        if rating:
+            try:
+                record["rating"] = int(rating)
+            except ValueError:
+                raise RecordError("rating", f"expected an integer from 1 to 5, got {rating!r}") from None
+        return Turn.from_dict(record)
+    except RecordError as err:
+        raise RecordError(columns.get(err.field, err.field), err.problem) from None
 
-    Rows of a conversation keep their file order; conversations are returned in order of first
-    appearance. Line numbers in problems count the header as line 1.
+
+def _row_role(mapping: ColumnMapping, value: str, column: str) -> str | None:
+    """``customer`` / ``agent``, ``None`` for a row to leave out, or an error for a role no row can have."""
+    role = mapping.role_of(value)
+    if role is None and normalize_role(value) == "tool":
+        raise RecordError(column, "tool turns cannot be written in the CSV format: use JSON Lines")
+    if role is None and not value.strip():
+        raise RecordError(column, "empty (expected a customer or agent role)")
+    return role
+
+
+def load_csv(path: str | Path, *, skip_invalid: bool = False, mapping: ColumnMapping | None = None) -> SourceReport:
+    """Read a CSV export of messages, one a row: ``conversation_id, role, text[, intent, rating, timestamp]``.
+
+    ``mapping`` names the file's own columns and role values (default: the canonical column names
+    and :data:`~csrl.data.mapping.DEFAULT_ROLES`). A conversation's rows keep their file order, or
+    are sorted (stably) by the timestamp column where there is one. A speaker's consecutive
+    messages make one turn (:func:`join_bursts`) unless ``mapping.merge_bursts`` is off. Rows of a
+    role that is neither customer nor agent are left out and counted in ``ignored``.
+    Conversations are returned in order of first appearance; line numbers count the header as line 1.
 
     Raises:
-        InvalidDataError: invalid rows and ``skip_invalid`` is off.
-        ValueError: the header lacks a required column.
+        InvalidDataError: invalid rows and ``skip_invalid`` is off. A bad row skips its whole conversation.
+        ValueError: the header lacks a required column, or a mapped column is not in it.
 
     """
-    path = _check_path(path)
-    report = LoadReport(source=str(path))
-    with _open_binary(path) as raw:
-        # surrogateescape keeps undecodable bytes visible so each bad row is reported on its own line
-        content = raw.read().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    reader = csv.DictReader(io.StringIO(content, newline=""))
-    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(
-            f"{path}:1: CSV header lacks column(s) {', '.join(missing)}; expected "
-            f"{', '.join(CSV_REQUIRED_COLUMNS)}[, {', '.join(CSV_OPTIONAL_COLUMNS)}]"
-        )
-    turns_of: dict[str, list[Turn]] = {}
+    path = check_file(path)
+    mapping = mapping or ColumnMapping()
+    report = SourceReport(source=str(path))
+    reader = read_csv_rows(path)
+    columns = mapping.resolve(reader.fieldnames, str(path))
+    rows_of: dict[str, list[tuple[float, Turn]]] = {}
     first_line_of: dict[str, int] = {}
     bad_ids: set[str] = set()
     for row in reader:
         number = reader.line_num
-        conv_id = (row.get("conversation_id") or "").strip()
+        values = {canonical: row.get(column) or "" for canonical, column in columns.items()}
+        conv_id = values["conversation_id"].strip()
         try:
-            _check_utf8(row)
+            check_utf8({columns[c]: v for c, v in values.items()})
             if not conv_id:
-                raise RecordError("conversation_id", "empty (expected non-empty text)")
-            turn = _csv_turn({k: v or "" for k, v in row.items() if k is not None}, "")
+                raise RecordError(columns["conversation_id"], "empty (expected non-empty text)")
+            role = _row_role(mapping, values["role"], columns["role"])
+            if role is None:
+                message = f"{values['role'].strip()!r} is neither a customer nor an agent role (row skipped)"
+                report.ignored.append(Problem(str(path), number, columns["role"], message))
+                continue
+            turn = _csv_turn(role, values, columns)
+            moment = 0.0
+            if "timestamp" in columns:
+                if not values["timestamp"].strip():
+                    raise RecordError(columns["timestamp"], "empty (expected ISO 8601 or Unix seconds)")
+                try:
+                    moment = parse_timestamp(values["timestamp"])
+                except ValueError as err:
+                    raise RecordError(columns["timestamp"], str(err)) from None
         except RecordError as err:
             # half a conversation would teach the wrong thing: the whole conversation is skipped
             skipped = f" (conversation {conv_id!r} skipped)" if conv_id else ""
             report.problems.append(Problem(str(path), number, err.field, err.problem + skipped))
             bad_ids.add(conv_id)
             continue
-        turns_of.setdefault(conv_id, []).append(turn)
+        rows_of.setdefault(conv_id, []).append((moment, turn))
         first_line_of.setdefault(conv_id, number)
-    for conv_id, turns in turns_of.items():
+    for conv_id, rows in rows_of.items():
         if conv_id in bad_ids:
             continue  # already reported with its bad row
+        if "timestamp" in columns:
+            rows = sorted(rows, key=lambda pair: pair[0])  # stable: equal times keep the file order
+        turns = [turn for _, turn in rows]
+        if mapping.merge_bursts:
+            merged = join_bursts(turns)
+            report.merged_messages += len(turns) - len(merged)
+            turns = merged
         if not any(t.role == "agent" for t in turns):
             report.problems.append(
                 Problem(str(path), first_line_of[conv_id], "turns", f"conversation {conv_id!r} has no agent turn")
             )
             continue
         report.conversations.append(Conversation(id=conv_id, turns=tuple(turns)))
-    return _finish(report, skip_invalid)
+    return raise_or_report(report, skip_invalid)
 
 
-def _check_utf8(row: dict) -> None:
-    """Raise for a CSV row that held bytes that are not UTF-8 (decoded as lone surrogates)."""
-    for column, value in row.items():
-        if not isinstance(value, str):
-            continue
-        for position, char in enumerate(value):
-            if "\udc80" <= char <= "\udcff":
-                raise RecordError(
-                    str(column), f"not valid UTF-8: byte 0x{ord(char) - 0xDC00:02x} at position {position}"
-                )
+def load_conversations(
+    source: str | Path, *, skip_invalid: bool = False, mapping: ColumnMapping | None = None
+) -> LoadReport:
+    """Load chat logs from ``"star"`` (the embedded corpus), a ``.jsonl[.gz]`` or a ``.csv[.gz]`` file.
 
-
-def load_conversations(source: str | Path, *, skip_invalid: bool = False) -> LoadReport:
-    """Load chat logs from ``"star"`` (the embedded corpus), a ``.jsonl[.gz]`` or a ``.csv[.gz]`` file."""
+    ``mapping`` (columns, role values, bursts) applies to CSV files only; see :func:`load_csv`.
+    """
+    if str(source) == "star" or format_of(Path(source)) in JSONL_SUFFIXES:
+        if mapping is not None:
+            raise ValueError(f"a column mapping applies to CSV logs only, not to {source}: leave it out")
     if str(source) == "star":
         from csrl.data.star import load_star
 
         return load_star()
     path = Path(source)
-    suffixes = [s for s in path.suffixes if s != ".gz"]
-    kind = suffixes[-1] if suffixes else ""
-    if kind in (".jsonl", ".json", ".ndjson"):
+    kind = format_of(path)
+    if kind in JSONL_SUFFIXES:
         return load_jsonl(path, skip_invalid=skip_invalid)
     if kind == ".csv":
-        return load_csv(path, skip_invalid=skip_invalid)
+        return load_csv(path, skip_invalid=skip_invalid, mapping=mapping)
     raise ValueError(f"cannot tell the format of {path}: expected 'star', a .jsonl file or a .csv file")
 
 
-def read_knowledge_base(path: str | Path) -> LoadReport:
-    """Read KB documents ``{"id", "text", "title"?, "intent"?}``, one JSON object a line.
-
-    Invalid and duplicate documents are reported in ``problems``, never raised.
-    """
-    path = _check_path(path)
-    report = LoadReport(source=str(path))
-    seen: dict[str, int] = {}
-    for number, text in _decoded_lines(path):
-        record = text if isinstance(text, Problem) else _parse_json_line(path, number, text)
-        if isinstance(record, Problem):
-            report.problems.append(record)
-            continue
+def _message_rows(path: Path, columns: Mapping[str, str]):
+    """``(line, id, text)`` or ``(line, Problem)`` for each row of a CSV list of messages."""
+    reader = read_csv_rows(path)
+    index = header_index(reader.fieldnames)
+    header = ", ".join(n for n in reader.fieldnames or [] if n is not None) or "(empty)"
+    found: dict[str, str] = {}
+    for canonical in MESSAGE_COLUMNS:
+        wanted = columns.get(canonical)
+        name = index.get((wanted or canonical).strip().casefold())
+        if wanted and name is None:
+            raise ValueError(
+                f"{path}:1: column {wanted!r} (mapped to {canonical}) is not in the header: {header}; "
+                f"fix the mapping, e.g. {canonical}=<one of those columns>"
+            )
+        if name is not None:
+            found[canonical] = name
+    if "text" not in found:
+        raise ValueError(
+            f"{path}:1: CSV header lacks column text; expected [id,] text, got {header}; "
+            "or map yours, e.g. --columns id=message_id,text=body"
+        )
+    for row in reader:
+        number = reader.line_num
+        values = {found[c]: row.get(found[c]) or "" for c in found}
         try:
-            doc = KBDocument.from_dict(record)
+            check_utf8(values)
         except RecordError as err:
-            report.problems.append(Problem(str(path), number, err.field, err.problem))
+            yield number, Problem(str(path), number, err.field, err.problem)
             continue
-        if doc.id in seen:
-            message = f"duplicate id {doc.id!r} (first seen on line {seen[doc.id]})"
-            report.problems.append(Problem(str(path), number, "id", message))
+        message_id = values[found["id"]].strip() if "id" in found else str(number)
+        if not message_id:
+            yield number, Problem(str(path), number, found["id"], "empty (expected non-empty text)")
             continue
-        seen[doc.id] = number
-        report.documents.append(doc)
-    return report
+        yield number, message_id, values[found["text"]]
 
 
-def load_knowledge_base(path: str | Path, *, skip_invalid: bool = False) -> list[KBDocument]:
-    """The valid documents of a JSON Lines knowledge base (see :func:`read_knowledge_base`).
+def _text_rows(path: Path):
+    for number, text in decoded_lines(path):
+        if isinstance(text, Problem):
+            yield number, text
+        elif text.removeprefix("\ufeff").strip():  # a byte-order mark is not a message
+            yield number, str(number), text.removeprefix("\ufeff")
+
+
+def load_messages(
+    path: str | Path, *, columns: Mapping[str, str] | None = None, skip_invalid: bool = False
+) -> tuple[list[str], list[str]]:
+    """Customer messages for intent discovery: ``(ids, texts)`` from a CSV or a text file (``.gz`` allowed).
+
+    A ``.csv`` has a ``text`` column and optionally an ``id`` column (``columns`` maps other names:
+    ``{"id": "ticket_id", "text": "body"}``, see :func:`~csrl.data.mapping.parse_columns` with
+    ``allowed=MESSAGE_COLUMNS``); without one, ids are line numbers. A ``.txt`` file holds one
+    message a line, ids being line numbers; blank lines are skipped. Texts are stripped.
 
     Raises:
-        InvalidDataError: invalid or duplicate documents and ``skip_invalid`` is off.
-        ValueError: the file holds no valid document at all.
+        InvalidDataError: bytes that are not UTF-8, empty texts or ids, duplicate ids, and ``skip_invalid``
+            is off (with it, they are skipped and a warning counts them).
+        ValueError: not a .csv or .txt file, a missing column, or no message at all.
 
     """
-    report = _finish(read_knowledge_base(path), skip_invalid)
-    if not report.documents:
-        raise ValueError(f"{path}: the knowledge base holds no valid document")
-    return report.documents
+    path = check_file(path)
+    kind = format_of(path)
+    if kind == ".csv":
+        rows = _message_rows(path, dict(columns or {}))
+    elif kind == ".txt":
+        if columns:
+            raise ValueError(f"{path}: a column mapping applies to CSV files only, not to one message a line")
+        rows = _text_rows(path)
+    else:
+        raise ValueError(f"cannot tell the format of {path}: expected a .csv (id, text) or a .txt (a message a line)")
+    ids: list[str] = []
+    texts: list[str] = []
+    problems: list[Problem] = []
+    first_line_of: dict[str, int] = {}
+    text_field, id_field = ((columns or {}).get(c) or c for c in MESSAGE_COLUMNS[::-1])
+    for number, *found in rows:
+        if isinstance(found[0], Problem):
+            problems.append(found[0])
+            continue
+        message_id, text = found[0], found[1].strip()
+        if not text:
+            problems.append(Problem(str(path), number, text_field, "empty (expected non-empty text)"))
+        elif message_id in first_line_of:
+            message = f"duplicate id {message_id!r} (first seen on line {first_line_of[message_id]})"
+            problems.append(Problem(str(path), number, id_field, message))
+        else:
+            first_line_of[message_id] = number
+            ids.append(message_id)
+            texts.append(text)
+    if problems and not skip_invalid:
+        raise InvalidDataError(problems)
+    if problems:
+        warnings.warn(f"{path}: skipped {len(problems)} invalid message(s), first: {problems[0]}", stacklevel=2)
+    if not texts:
+        raise ValueError(f"{path}: holds no message")
+    return ids, texts
 
 
 def write_jsonl(records, path: str | Path) -> None:

@@ -146,11 +146,8 @@ BAD_CSV = [
         "field 'rating': expected an integer from 1 to 5, got 'great' (conversation 'c2' skipped)",
         ["c1"],
     ),
-    (
-        "c2,bot,Hi,,",
-        "field 'role': expected one of customer, agent, tool, got 'bot' (conversation 'c2' skipped)",
-        ["c1"],
-    ),
+    ("c2,,Hi,,", "field 'role': empty (expected a customer or agent role) (conversation 'c2' skipped)", ["c1"]),
+    ("c2,agent,Hi,,4", "field 'rating': only customer turns carry a rating (conversation 'c2' skipped)", ["c1"]),
     ("c2,customer,,,", "field 'text': empty (expected non-empty text) (conversation 'c2' skipped)", ["c1"]),
     (",customer,Hi,,", "field 'conversation_id': empty (expected non-empty text)", ["c1", "c2"]),
     (

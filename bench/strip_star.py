@@ -1,0 +1,112 @@
+"""Logs as most users have them: STAR (and optionally Bitext) stripped to text-only CSVs, labels held back.
+
+Writes ``conversation_id,role,text`` (customer and agent turns only: no tool turns, intents, outcomes
+or knowledge base) and, beside it, the held-back labels for judging intent discovery
+(``conversation_id,intent``). ``--bitext PATH`` does the same for the Bitext customer-support
+sample (``../shared/data/bitext_customer_support``, CDLA-Sharing 1.0, synthetic, single-turn): one
+conversation per source row, the customer's instruction then the agent's response, labels
+(``conversation_id,intent,category``) held back. Each written CSV is read back with
+:func:`csrl.data.load_csv` and the counts are printed as JSON.
+
+    python bench/strip_star.py                        # /tmp/star_text.csv + /tmp/star_text.intents.csv
+    python bench/strip_star.py /tmp/star.csv --bitext /tmp/bitext.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+from csrl.data import load_csv, load_star
+
+ROOT = Path(__file__).resolve().parents[1]
+BITEXT = ROOT.parent / "shared/data/bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv.gz"
+
+
+def labels_path(path: Path) -> Path:
+    """Where the held-back labels of ``path`` go: ``x.csv`` -> ``x.intents.csv``."""
+    return path.with_name(path.name.removesuffix(".csv") + ".intents.csv")
+
+
+def _write_csv(path: Path, header: list[str], rows) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def _read_back(path: Path) -> dict:
+    report = load_csv(path)
+    return {
+        "conversations": len(report.conversations),
+        "turns": sum(len(c.turns) for c in report.conversations),
+        "merged_messages": report.merged_messages,
+        "ignored_rows": len(report.ignored),
+    }
+
+
+def strip_star(out: Path) -> dict:
+    """Write STAR's customer and agent text to ``out`` and its conversation intents beside it."""
+    conversations = load_star().conversations
+    rows = [(c.id, t.role, t.text) for c in conversations for t in c.turns if t.role in ("customer", "agent")]
+    _write_csv(out, ["conversation_id", "role", "text"], rows)
+    intents = [(c.id, c.intent) for c in conversations if c.intent]
+    _write_csv(labels_path(out), ["conversation_id", "intent"], intents)
+    return {
+        "csv": str(out),
+        "labels": str(labels_path(out)),
+        "conversations": len(conversations),
+        "rows": len(rows),
+        "rows_by_role": dict(Counter(role for _, role, _ in rows)),
+        "intents": len({intent for _, intent in intents}),
+        "read_back": _read_back(out),
+    }
+
+
+def strip_bitext(out: Path, source: Path = BITEXT) -> dict:
+    """Write Bitext's instruction / response pairs as two-turn conversations; intent and category held back."""
+    if not source.exists():
+        raise FileNotFoundError(f"Bitext sample not found at {source}: pass --bitext-source PATH")
+    with gzip.open(source, "rt", encoding="utf-8", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    turns, labels = [], []
+    for number, record in enumerate(records, start=1):
+        conv_id = f"bitext-{number}"
+        turns += [(conv_id, "customer", record["instruction"]), (conv_id, "agent", record["response"])]
+        labels.append((conv_id, record["intent"], record["category"]))
+    _write_csv(out, ["conversation_id", "role", "text"], turns)
+    _write_csv(labels_path(out), ["conversation_id", "intent", "category"], labels)
+    return {
+        "csv": str(out),
+        "labels": str(labels_path(out)),
+        "conversations": len(records),
+        "rows": len(turns),
+        "intents": len({intent for _, intent, _ in labels}),
+        "categories": len({category for _, _, category in labels}),
+        "read_back": _read_back(out),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="/tmp/star_text.csv", type=Path, help="the STAR text-only CSV")
+    parser.add_argument("--bitext", type=Path, help="also write the Bitext sample as a text-only CSV here")
+    parser.add_argument("--bitext-source", type=Path, default=BITEXT, help="the Bitext .csv.gz")
+    args = parser.parse_args()
+    summary = {"star": strip_star(args.out)}
+    if args.bitext:
+        summary["bitext"] = strip_bitext(args.bitext, args.bitext_source)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
