@@ -56,7 +56,20 @@ def config_field(config_class: type, name: str, *, default: Any = dataclasses.MI
 
 
 @dataclass
-class DataStatsArguments:
+class MappingArguments:
+    """How a CSV export's columns and role values map to csrl's (every command that reads logs)."""
+
+    columns: str | None = config_field(DataConfig, "columns")
+    roles: str | None = config_field(DataConfig, "roles")
+    mapping: str | None = config_field(DataConfig, "mapping")
+
+    def column_mapping(self):
+        """The :class:`~csrl.data.mapping.ColumnMapping` given (None: the canonical columns and roles)."""
+        return DataConfig(columns=self.columns, roles=self.roles, mapping=self.mapping).column_mapping()
+
+
+@dataclass
+class DataStatsArguments(MappingArguments):
     """Count conversations, turns, intents, KB documents and splits."""
 
     data: str = config_field(DataConfig, "source")
@@ -67,7 +80,7 @@ class DataStatsArguments:
 
 
 @dataclass
-class DataValidateArguments:
+class DataValidateArguments(MappingArguments):
     """Check a logs file; name the file, line and field of each problem."""
 
     path: str = field(metadata={"help": "a .jsonl or .csv file of logs (or a KB with --kb)", "positional": True})
@@ -76,11 +89,13 @@ class DataValidateArguments:
 
 
 @dataclass
-class TrainArguments:
+class TrainArguments(MappingArguments):
     """Train reward models, SFT and PPO on chat logs (stages cached)."""
 
     data: str = config_field(DataConfig, "source")
     kb: str | None = config_field(DataConfig, "kb")
+    intents: str | None = config_field(DataConfig, "intents")
+    max_discovered_intents: int = config_field(DataConfig, "max_discovered_intents")
     # None, not the default preset: `--resume` without `--preset` continues the run as it was configured
     preset: str | None = config_field(
         TrainConfig, "preset", default=None, choices=PRESETS, note=f"default {DEFAULT_PRESET}; with --resume: the run's"
@@ -93,6 +108,22 @@ class TrainArguments:
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
     ppo_iterations: int | None = config_field(PPOConfig, "total_iterations", default=None, note="default: the preset's")
     quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+
+
+@dataclass
+class IntentsDiscoverArguments(MappingArguments):
+    """Discover the intents of logs without intent labels; write an editable intents.json."""
+
+    data: str = field(
+        metadata={"help": "chat logs (.jsonl, or a .csv of turns) or a list of customer messages "
+                          "(a .csv with id,text columns, or a .txt file with a message a line)"}
+    )  # fmt: skip
+    out: str = field(default="intents.json", metadata={"help": "the intents file to write (edit it, train with it)"})
+    assignments: str | None = field(
+        default=None, metadata={"help": "also write conversation_id,intent (id,intent for messages) to this CSV"}
+    )
+    max_intents: int = config_field(DataConfig, "max_discovered_intents")
+    seed: int = config_field(DataConfig, "seed")
 
 
 @dataclass
@@ -153,7 +184,9 @@ class ServeArguments(RunArguments):
 def _data_stats(args: DataStatsArguments) -> int:
     from csrl.data import load_corpus
 
-    corpus = load_corpus(args.data, kb=args.kb, seed=args.seed, skip_invalid=args.skip_invalid)
+    corpus = load_corpus(
+        args.data, kb=args.kb, seed=args.seed, skip_invalid=args.skip_invalid, mapping=args.column_mapping()
+    )
     stats = corpus.stats()
     if args.json:
         print(json.dumps(stats, ensure_ascii=False))
@@ -171,6 +204,10 @@ def _data_stats(args: DataStatsArguments) -> int:
     skipped = stats["skipped"]
     reasons = "; ".join(f"{reason}: {n:,}" for reason, n in skipped["reasons"].items())
     print(f"skipped       {skipped['count']:,}" + (f" ({reasons})" if reasons else ""))
+    if "ignored" in stats:  # a CSV export: rows of other roles left out, bursts merged
+        ignored = "; ".join(f"{reason}: {n:,}" for reason, n in stats["ignored"]["reasons"].items())
+        print(f"ignored rows  {stats['ignored']['count']:,}" + (f" ({ignored})" if ignored else ""))
+        print(f"merged        {stats['merged_messages']:,} messages into the turn before them (bursts)")
     return 0
 
 
@@ -181,11 +218,15 @@ def _data_validate(args: DataValidateArguments) -> int:
         report = read_knowledge_base(args.path)
         summary = f"{len(report.documents):,} valid knowledge-base documents"
     else:
-        report = load_conversations(args.path, skip_invalid=True)
+        report = load_conversations(args.path, skip_invalid=True, mapping=args.column_mapping())
         turns = sum(len(c.turns) for c in report.conversations)
         summary = f"{len(report.conversations):,} valid conversations ({turns:,} turns)"
     for problem in report.problems:
         print(problem, file=sys.stderr)
+    ignored = getattr(report, "ignored", [])
+    if ignored:  # left out by design (rows of another role, empty files), not errors
+        reasons = "; ".join(f"{reason}: {n:,}" for reason, n in report.ignored_reasons().items())
+        print(f"{args.path}: ignored {len(ignored):,} row(s) or file(s) ({reasons})", file=sys.stderr)
     if not report.problems:
         print(f"{args.path}: OK, {summary}")
         return 0
@@ -196,6 +237,54 @@ def _data_validate(args: DataValidateArguments) -> int:
         return 1
     reasons = "; ".join(f"{reason}: {n}" for reason, n in report.skipped_reasons().items())
     print(f"{args.path}: skipped {len(report.problems)} invalid record(s) ({reasons}); {summary}")
+    return 0
+
+
+def _discovery_texts(args: IntentsDiscoverArguments) -> tuple[list[str], list[str], str]:
+    """``(ids, texts, what)`` to cluster: each conversation's need, or each message of a message list."""
+    import csv
+    import gzip
+
+    from csrl.data import load_conversations, load_messages
+    from csrl.dialogue.pipeline.inference import conversation_need
+
+    path = args.data
+    plain = path.removesuffix(".gz")
+    is_messages = plain.endswith(".txt")
+    if plain.endswith(".csv"):  # turns have a conversation id (under its mapped name); a message list does not
+        with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")) as f:
+            header = [name.strip().lower() for name in next(csv.reader(f), [])]
+        mapping = args.column_mapping()
+        column = (mapping.columns.get("conversation_id") if mapping else None) or "conversation_id"
+        is_messages = column.strip().lower() not in header
+    if is_messages:
+        columns = args.column_mapping().columns if args.column_mapping() else None
+        ids, texts = load_messages(path, columns=columns)
+        return ids, texts, "messages"
+    conversations = load_conversations(path, mapping=args.column_mapping()).conversations
+    return [c.id for c in conversations], [conversation_need(c) for c in conversations], "conversations"
+
+
+def _intents_discover(args: IntentsDiscoverArguments) -> int:
+    import csv
+
+    from csrl.rewards.config import RewardConfig
+    from csrl.rewards.discovery import discover_intents, write_intents_json
+    from csrl.rewards.stack import reward_encoder
+
+    ids, texts, what = _discovery_texts(args)
+    discovery = discover_intents(texts, reward_encoder(RewardConfig()), max_intents=args.max_intents, seed=args.seed)
+    write_intents_json(discovery, args.out)
+    print(f"{len(texts):,} {what}: {len(discovery.intents)} intents written to {args.out}")
+    for intent in sorted(discovery.intents, key=lambda i: -i["size"])[:10]:
+        print(f"  {intent['size']:6,}  {intent['name']}: {intent['examples'][0] if intent['examples'] else ''}")
+    if args.assignments:
+        with open(args.assignments, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["conversation_id" if what == "conversations" else "id", "intent"])
+            writer.writerows((i, discovery.name_of(label)) for i, label in zip(ids, discovery.labels, strict=True))
+        print(f"assignments: {args.assignments}")
+    print(f"next: edit {args.out} (rename, merge, delete intents); csrl train --data {args.data} --intents {args.out}")
     return 0
 
 
@@ -219,7 +308,9 @@ def _train(args: TrainArguments) -> int:
     if args.resume and args.preset is None:
         config = load_config(out)  # --resume alone continues the run as it was configured
     else:
-        data = DataConfig(source=args.data, kb=args.kb, seed=args.seed)
+        data = DataConfig(source=args.data, kb=args.kb, seed=args.seed, columns=args.columns, roles=args.roles,
+                          mapping=args.mapping, intents=args.intents,
+                          max_discovered_intents=args.max_discovered_intents)  # fmt: skip
         config = TrainConfig.from_preset(preset, data=data, credit=args.credit)
     if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
         config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
@@ -346,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     _add_command(data_commands, "stats", DataStatsArguments, _data_stats)
     _add_command(data_commands, "validate", DataValidateArguments, _data_validate)
+    intents = commands.add_parser("intents", help="Find the intents of logs without intent labels.")
+    intents_commands = intents.add_subparsers(dest="intents_command", required=True)
+    _add_command(intents_commands, "discover", IntentsDiscoverArguments, _intents_discover)
     _add_command(commands, "train", TrainArguments, _train)
     _add_command(commands, "eval", EvalArguments, _eval)
     _add_command(commands, "simulate", SimulateArguments, _simulate)

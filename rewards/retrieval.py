@@ -72,14 +72,19 @@ class RetrievalReward:
         self.substance_words = float(substance_words)
         self.need_messages = need_messages
 
-    def fit(self, conversations: Sequence[Conversation], **kwargs) -> Calibration:
+    def fit(
+        self, conversations: Sequence[Conversation], *, searches: list[tuple[str, set[int]]] | None = None, **kwargs
+    ) -> Calibration:
         """Fit the need -> document relevance map on logged tool turns (the customer's words before each).
 
-        Keyword arguments go to :func:`fit_relevance_map`.
+        ``searches`` replaces the logged tool turns (``(need, relevant KB indices)`` pairs made otherwise, e.g.
+        :func:`~csrl.rewards.search.retriever.answer_supported_searches`). Keyword arguments go to
+        :func:`fit_relevance_map`.
         """
-        searches = logged_searches(
-            conversations, self.retriever.id_to_index, as_need=True, need_messages=self.need_messages
-        )
+        if searches is None:
+            searches = logged_searches(
+                conversations, self.retriever.id_to_index, as_need=True, need_messages=self.need_messages
+            )
         self.need_calibration = fit_relevance_map(self.retriever, searches, **kwargs)
         return self.need_calibration
 

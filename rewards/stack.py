@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csrl.data import Corpus, KBDocument, load_knowledge_base, write_jsonl
-from csrl.data.files import DONE, is_done, mark_done
+from csrl.data.files import DONE, is_done, mark_done, update_json
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.config import RewardConfig, RewardTrainingConfig
 from csrl.rewards.encoder import TextEncoder
@@ -47,8 +47,10 @@ from csrl.rewards.satisfaction import (
     evaluate_satisfaction,
     train_satisfaction_classifier,
 )
-from csrl.rewards.satisfaction_labels import satisfaction_examples
-from csrl.rewards.search.retriever import HybridRetriever, retrieval_recall
+from csrl.rewards.satisfaction_labels import label_counts, satisfaction_examples
+from csrl.rewards.search.retriever import HybridRetriever, answer_supported_searches, logged_searches, retrieval_recall
+
+INFERRED_FILE = "inferred.json"  # what the logs lacked and how it was inferred (see csrl.dialogue.pipeline.inference)
 
 
 @dataclass
@@ -81,7 +83,8 @@ def _compose(config, retrieval: RetrievalReward, intent: IntentClassifier, satis
     return CompositeReward(components, config.weights)
 
 
-def _encoder(config: RewardConfig) -> TextEncoder:
+def reward_encoder(config: RewardConfig) -> TextEncoder:
+    """The sentence encoder ``config`` names, at its sequence length and precision."""
     return TextEncoder(config.encoder, max_seq_length=config.max_seq_length, precision=config.encoder_precision)
 
 
@@ -91,7 +94,7 @@ def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None)
     if not is_done(folder):
         raise FileNotFoundError(f"{folder}: no complete reward models (no {DONE} marker); train them with csrl train")
     config = RewardConfig(**json.loads((folder / "reward_config.json").read_text()))
-    encoder = encoder or _encoder(config)
+    encoder = encoder or reward_encoder(config)
     documents = load_knowledge_base(folder / "knowledge_base.jsonl")
     retriever = HybridRetriever.load(folder / "retriever", documents, encoder)
     retrieval = RetrievalReward.load(folder / "retrieval", retriever)
@@ -107,6 +110,7 @@ def build_reward_stack(
     config: RewardConfig | None = None,
     training: RewardTrainingConfig | None = None,
     *,
+    encoder: TextEncoder | None = None,
     log=print,
 ) -> RewardStack:
     """Train (what is missing of) the reward models on the corpus' train split, evaluate them on its test split.
@@ -116,7 +120,7 @@ def build_reward_stack(
     folder = Path(folder)
     if is_done(folder):
         log(f"rewards: cached in {folder}")
-        return load_reward_stack(folder)
+        return load_reward_stack(folder, encoder=encoder)
     config = config or RewardConfig()
     training = training or RewardTrainingConfig()
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,7 @@ def build_reward_stack(
     train, test = corpus.split("train"), corpus.split("test")
     if not train or not test:
         raise ValueError(f"need train and test conversations, got {len(train)} and {len(test)}: use more logs")
-    encoder = _encoder(config)
+    encoder = encoder or reward_encoder(config)
     timings = {}
 
     start = time.perf_counter()
@@ -137,10 +141,22 @@ def build_reward_stack(
     else:
         log(f"rewards: indexing {len(corpus.knowledge_base):,} KB documents (BM25 + FAISS)")
         retriever = HybridRetriever(corpus.knowledge_base, encoder)
-        retriever.fit_calibration(train)
-        retriever.save(folder / "retriever")
         retrieval = RetrievalReward(retriever)
-        retrieval.fit(train)
+        if logged_searches(train, retriever.id_to_index):
+            retriever.fit_calibration(train)
+            retrieval.fit(train)
+        else:  # no logged lookups: the KB documents that support the agents' logged answers stand in for them
+            queries = answer_supported_searches(train, retriever, seed=training.seed)
+            needs = answer_supported_searches(
+                train, retriever, as_need=True, need_messages=retrieval.need_messages, seed=training.seed
+            )
+            log(f"rewards: no logged KB lookups; calibrating retrieval on {len(needs):,} agent answers the KB supports")
+            retriever.fit_calibration(train, searches=queries)
+            retrieval.fit(train, searches=needs)
+            update_json(folder / INFERRED_FILE, retrieval_calibration={
+                "source": "the KB document that best supports each logged agent answer, against other documents",
+                "query_pairs": len(queries), "need_pairs": len(needs)})  # fmt: skip
+        retriever.save(folder / "retriever")
         retrieval.save(folder / "retrieval")
         mark_done(folder / "retrieval")
     timings["retrieval_s"] = round(time.perf_counter() - start, 1)
@@ -164,6 +180,7 @@ def build_reward_stack(
     else:
         log("rewards: training the satisfaction classifier")
         examples = satisfaction_examples(train, training.seed, max_contexts=training.satisfaction_contexts)
+        update_json(folder / INFERRED_FILE, satisfaction_labels=label_counts(examples))
         satisfaction_config = SatisfactionTrainConfig(
             epochs=training.satisfaction_epochs, max_examples=training.satisfaction_max_examples, seed=training.seed
         )
@@ -196,11 +213,18 @@ def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int =
     satisfaction = evaluate_satisfaction(stack.satisfaction, conversations, max_contexts=max_turns, seed=seed)
     metrics["satisfaction.auc"] = {"value": satisfaction["auc"], "n": satisfaction["n"]}
     metrics["satisfaction.macro_f1"] = {"value": satisfaction["macro_f1"], "n": satisfaction["n"]}
-    recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5))
-    for k in (1, 5):
-        metrics[f"retrieval.recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
-        # a document the query cannot tell apart from the logged one counts (STAR's records repeat, see README)
-        metrics[f"retrieval.recall_equivalent@{k}"] = {"value": recall[f"recall_equivalent@{k}"], "n": recall["n"]}
+    if logged_searches(conversations, stack.retriever.id_to_index):
+        recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5))
+        for k in (1, 5):
+            metrics[f"retrieval.recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
+            # a document the query cannot tell apart from the logged one counts (STAR's records repeat, see README)
+            metrics[f"retrieval.recall_equivalent@{k}"] = {"value": recall[f"recall_equivalent@{k}"], "n": recall["n"]}
+    else:  # no logged lookups: is the document behind the agent's answer found from what the customer said?
+        searches = answer_supported_searches(conversations, stack.retriever, seed=seed)
+        recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5), searches=searches) if searches else {}
+        for k in (1, 5):
+            if recall:
+                metrics[f"retrieval.answer_recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
     for kind, result in integrity_check(stack.reward, conversations, max_turns=max_turns, seed=seed).items():
         metrics[f"integrity.{kind}"] = {"value": result["accuracy"], "n": result["n"]}
     metrics["details"] = {"intent": intent, "satisfaction": satisfaction, "retrieval": recall}

@@ -31,7 +31,11 @@ class DataConfig:
     """Which logs to train on, and how much of them."""
 
     source: str = field(default="star", metadata={"help": "'star' (embedded) or a .jsonl / .csv file of logs"})
-    kb: str | None = field(default=None, metadata={"help": "a JSON Lines knowledge base (default: STAR's / the logs')"})
+    kb: str | None = field(
+        default=None,
+        metadata={"help": "a knowledge base: JSON Lines, CSV (id,title,text) or a folder of Markdown / text files "
+                          "(default: STAR's; the logs' looked-up documents; else built from the agents' answers)"},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "split seed (splits are by conversation)"})
     max_intents: int | None = field(
         default=None, metadata={"help": "keep only the most frequent intents (debug runs); None: all"}
@@ -39,12 +43,47 @@ class DataConfig:
     max_conversations: int | None = field(
         default=None, metadata={"help": "keep at most this many conversations per split; None: all"}
     )
+    columns: str | None = field(
+        default=None,
+        metadata={"help": "the CSV's column names, e.g. 'conversation_id=ticket_id,role=author,text=body,"
+                          "timestamp=created_at' (rows are ordered by the timestamp where one is mapped)"},
+    )  # fmt: skip
+    roles: str | None = field(
+        default=None, metadata={"help": "the CSV's role values, e.g. 'customer=end-user,agent=support'"}
+    )
+    mapping: str | None = field(
+        default=None, metadata={"help": 'a JSON file {"columns": {...}, "roles": {...}} instead of --columns/--roles'}
+    )
+    intents: str | None = field(
+        default=None,
+        metadata={"help": "an intents.json (from `csrl intents discover`, edited, or names and descriptions only) "
+                          "that labels the conversations the logs leave unlabelled"},
+    )  # fmt: skip
+    max_discovered_intents: int = field(
+        default=50, metadata={"help": "most intents discovery may find in logs without intent labels"}
+    )
+
+    def column_mapping(self):
+        """The :class:`~csrl.data.mapping.ColumnMapping` of ``columns`` / ``roles`` / ``mapping`` (None: none given)."""
+        from csrl.data import ColumnMapping
+
+        if self.mapping is not None:
+            return ColumnMapping.from_file(self.mapping)
+        if self.columns or self.roles:
+            return ColumnMapping.from_strings(self.columns, self.roles)
+        return None
 
     def __post_init__(self):
         for name in ("max_intents", "max_conversations"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}: use None (all) or a positive number")
+        if self.mapping is not None and (self.columns or self.roles):
+            raise ValueError(f"mapping={self.mapping!r} and columns/roles both given: use the file or the options")
+        if self.columns or self.roles:
+            self.column_mapping()  # a mistyped mapping fails here, before any work
+        if self.max_discovered_intents < 2:
+            raise ValueError(f"max_discovered_intents={self.max_discovered_intents}: discovery needs at least 2")
 
 
 @dataclass

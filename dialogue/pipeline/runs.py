@@ -33,8 +33,13 @@ class Run:
 
     @cached_property
     def corpus(self) -> Corpus:
-        """The run's logs and KB, cut as in training (same seed, so the same held-out split)."""
-        return self._corpus or load_training_corpus(self.config.data)
+        """The run's logs and KB, cut as in training (same seed, so the same held-out split).
+
+        Conversations the logs left unlabelled carry the intents training inferred for them.
+        """
+        from csrl.dialogue.pipeline.inference import apply_assignments
+
+        return self._corpus or apply_assignments(load_training_corpus(self.config.data), self.path / "rewards")
 
     @cached_property
     def stack(self):

@@ -2,8 +2,8 @@
 
 The stages, in order (a finished stage leaves a ``DONE`` marker and is loaded, not redone):
 
-1. ``rewards/``: the KB index, the intent and satisfaction classifiers and their held-out metrics
-   (:mod:`csrl.rewards.stack`);
+1. ``rewards/``: what the logs lack, inferred (intents, a knowledge base: :mod:`csrl.dialogue.pipeline.inference`),
+   then the KB index, the intent and satisfaction classifiers and their held-out metrics (:mod:`csrl.rewards.stack`);
 2. ``sft/``: a byte-level BPE tokenizer trained on the logs and the policy fine-tuned on the logged
    agent turns written as processes (TRL ``SFTTrainer``);
 3. ``ppo/``: the project's PPO against the conversation environment (:mod:`csrl.dialogue.trainer.ppo_trainer`),
@@ -37,15 +37,18 @@ from csrl.env import EnvConfig
 def subset_corpus(corpus: Corpus, max_intents: int | None, max_conversations: int | None) -> Corpus:
     """Keep the most frequent intents' conversations (and their KB documents), at most ``max_conversations`` a split.
 
-    Used by small presets: the debug run must embed a few hundred KB documents, not thousands.
+    Used by small presets: the debug run must embed a few hundred KB documents, not thousands. Logs
+    without intent labels have nothing to choose intents by: only ``max_conversations`` cuts them, and
+    their knowledge base is kept whole (a user's KB has no intents to match either).
     """
     conversations = corpus.conversations
     knowledge_base = corpus.knowledge_base
-    if max_intents is not None:
-        counts: dict[str, int] = {}
-        for c in conversations:
-            if c.intent:
-                counts[c.intent] = counts.get(c.intent, 0) + 1
+    counts: dict[str, int] = {}
+    for c in conversations:
+        if c.intent:
+            counts[c.intent] = counts.get(c.intent, 0) + 1
+    by_intent = max_intents is not None and bool(counts)
+    if by_intent:
         keep = set(sorted(counts, key=lambda k: (-counts[k], k))[:max_intents])
         conversations = [c for c in conversations if c.intent in keep and _single_intent(c)]
     if max_conversations is not None:
@@ -56,7 +59,7 @@ def subset_corpus(corpus: Corpus, max_intents: int | None, max_conversations: in
                 taken[c.split or ""] = taken.get(c.split or "", 0) + 1
                 kept.append(c)
         conversations = kept
-    if max_intents is not None or max_conversations is not None:
+    if counts and (by_intent or max_conversations is not None):
         intents = {c.intent for c in conversations}
         in_logs = {d.id for c in conversations for t in c.turns for d in t.results}
         knowledge_base = [d for d in knowledge_base if d.id in in_logs or (d.intent and d.intent in intents)]
@@ -67,9 +70,16 @@ def _single_intent(conversation: Conversation) -> bool:
     return all(t.intent in (None, conversation.intent) for t in conversation.turns)
 
 
+def kb_source(config: DataConfig) -> str:
+    """Where the run's knowledge base comes from, in words (for ``inferred.json``)."""
+    if config.kb:
+        return f"--kb {config.kb}"
+    return "STAR's knowledge base" if config.source == "star" else "the documents the logs' tool turns returned"
+
+
 def load_training_corpus(config: DataConfig) -> Corpus:
     """The logs and KB of a run, cut to the run's size."""
-    corpus = load_corpus(config.source, config.kb, seed=config.seed)
+    corpus = load_corpus(config.source, config.kb, seed=config.seed, mapping=config.column_mapping())
     return subset_corpus(corpus, config.max_intents, config.max_conversations)
 
 
@@ -127,8 +137,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         FileExistsError: ``out`` already holds a run and ``resume`` is False (nothing is overwritten).
         ValueError: ``resume`` with a config that differs from the saved one.
     """
+    from csrl.dialogue.pipeline.inference import infer_annotations
     from csrl.dialogue.trainer.ppo_trainer import train_ppo
-    from csrl.rewards.stack import build_reward_stack
+    from csrl.rewards.stack import build_reward_stack, reward_encoder
 
     run = Path(out)
     if (run / CONFIG_FILE).exists():
@@ -151,7 +162,12 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         f"data: {stats['conversations']:,} conversations ({stats['splits']}), {stats['intents']} intents, "
         f"{stats['kb_documents']:,} KB documents"
     )
-    stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, log=log)
+    encoder = reward_encoder(config.reward)  # one encoder and one embedding cache for inference and rewards
+    corpus = infer_annotations(
+        corpus, run / "rewards", encoder, kb_source=kb_source(config.data), intents_file=config.data.intents,
+        max_intents=config.data.max_discovered_intents, seed=config.data.seed, log=log,
+    )  # fmt: skip
+    stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log)
     policy = sft_stage(corpus, run / "sft", config, log=log)
     envs = make_envs(
         corpus.split("train"), stack, config.env, config.ppo.rollout_batch_size, config.ppo.turns_per_episode

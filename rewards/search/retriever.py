@@ -229,9 +229,15 @@ class HybridRetriever:
     # -- calibration -------------------------------------------------------------------------
 
     def fit_calibration(
-        self, conversations: Sequence[Conversation], *, max_queries: int = 2000, negatives: int = 10, seed: int = 0
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        searches: list[tuple[str, set[int]]] | None = None,
+        max_queries: int = 2000,
+        negatives: int = 10,
+        seed: int = 0,
     ) -> Calibration:
-        """Fit the relevance map on logged tool turns and install it.
+        """Fit the relevance map on logged tool turns (or on ``searches`` made otherwise) and install it.
 
         For each sampled tool turn (query with results), the logged results that are in the KB are
         positives. Negatives are the ``negatives`` best-ranked documents of *other* intents (hard
@@ -246,7 +252,7 @@ class HybridRetriever:
         """
         self.calibration = fit_relevance_map(
             self,
-            logged_searches(conversations, self.id_to_index),
+            logged_searches(conversations, self.id_to_index) if searches is None else searches,
             max_queries=max_queries,
             negatives=negatives,
             seed=seed,
@@ -317,7 +323,11 @@ def fit_relevance_map(
     features, labels = [], []
     for row, (_, relevant) in enumerate(turns):
         gold_intents = {intents[i] for i in relevant}
-        other = ~np.isin(intents, list(gold_intents))
+        if gold_intents == {""}:  # a KB without intents: every other document is a negative
+            other = np.ones(len(intents), dtype=bool)
+            other[list(relevant)] = False
+        else:
+            other = ~np.isin(intents, list(gold_intents))
         ranked = np.argsort(-(ratio[row] + cosine[row]))  # hard negatives: high on both signals
         hard = ranked[other[ranked]][:negatives]
         pool = np.flatnonzero(other)
@@ -362,8 +372,52 @@ def logged_searches(
     return searches
 
 
+def answer_supported_searches(
+    conversations: Sequence[Conversation],
+    retriever: HybridRetriever,
+    *,
+    as_need: bool = False,
+    need_messages: int | None = None,
+    min_relevance: float = 0.5,
+    max_answers: int = 4000,
+    seed: int = 0,
+) -> list[tuple[str, set[int]]]:
+    """``(query, {the KB document that best supports the agent's answer})`` for logs without logged lookups.
+
+    What the customer said before an informative agent answer is paired with the KB document that answer
+    is best grounded in (the retriever's most relevant document for the answer's text, if its relevance
+    reaches ``min_relevance``): the lookup the agent would have logged. The query is the customer's last
+    message, or with ``as_need`` their messages newest first (the last ``need_messages``, or all), as
+    :func:`logged_searches` makes them. At most ``max_answers`` answers (seeded sample) are searched.
+    """
+    from csrl.rewards.answer_kb import is_informative_answer
+
+    pairs = []
+    for conversation in conversations:
+        said: list[str] = []
+        for turn in conversation.turns:
+            if turn.role == "customer":
+                said.append(turn.text)
+            elif turn.role == "agent" and said and is_informative_answer(turn.text):
+                query = " ".join(said[-(need_messages or len(said)) :][::-1]) if as_need else said[-1]
+                pairs.append((query, turn.text))
+    if len(pairs) > max_answers:
+        keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_answers, replace=False))
+        pairs = [pairs[i] for i in keep]
+    if not pairs:
+        return []
+    indices, scores = retriever.search_indices([answer for _, answer in pairs], k=1)  # (P, 1) each
+    return [
+        (query, {int(indices[p, 0])}) for p, (query, _) in enumerate(pairs) if scores[p, 0] >= min_relevance
+    ]
+
+
 def retrieval_recall(
-    retriever: HybridRetriever, conversations: Sequence[Conversation], ks: Sequence[int] = (1, 5)
+    retriever: HybridRetriever,
+    conversations: Sequence[Conversation],
+    ks: Sequence[int] = (1, 5),
+    *,
+    searches: list[tuple[str, set[int]]] | None = None,
 ) -> dict[str, float]:
     """Share of logged tool turns whose logged result is among the retriever's top ``k`` for the logged query.
 
@@ -373,6 +427,8 @@ def retrieval_recall(
     query with one of several records that match it equally (weather for "San Francisco, Sunday"
     has a dozen records with different temperatures), which caps id recall well below 1.
 
+    ``searches`` replaces the logged tool turns (e.g. :func:`answer_supported_searches` for logs without them).
+
     Returns:
         ``{"recall@1", "recall@5", "recall_equivalent@1", "recall_equivalent@5", "n"}`` (for ``ks=(1, 5)``).
 
@@ -381,7 +437,8 @@ def retrieval_recall(
 
     """
     ks = [check_k(k) for k in ks]
-    searches = logged_searches(conversations, retriever.id_to_index)
+    if searches is None:
+        searches = logged_searches(conversations, retriever.id_to_index)
     if not searches:
         raise ValueError("no logged tool turn with results in the KB: pass conversations with tool turns")
     indices, _ = retriever.search_indices([q for q, _ in searches], max(ks))

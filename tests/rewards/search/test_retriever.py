@@ -126,3 +126,40 @@ def test_empty_query_batches(retriever):
     assert retriever.search([], k=3) == []
     assert retriever.relevance_matrix([]).shape == (0, len(KB))
     assert retriever.search([""], k=2)[0][0][1] >= 0  # a query without words still returns documents
+
+
+# -- logs without logged lookups ----------------------------------------------------------------
+
+
+def _text_only_conversations():
+    """The customers of kb_conversations(), answered by agents whose words come from the KB, with no tool turn."""
+    asked_answered = [
+        ("Will it rain in Boston on Friday?", "It is raining in Boston on Friday, bring an umbrella."),
+        ("Any cheap Japanese restaurant?", "Ginza serves Japanese food; it is on the expensive side."),
+        ("Someone stole my card", "To report fraud we block the card and open a case for you."),
+        ("What about Denver on Monday?", "Denver will be sunny on Monday, a lovely day for it."),
+    ]
+    return [
+        Conversation(f"t{i}", (Turn("customer", asked), Turn("agent", answered)))
+        for i, (asked, answered) in enumerate(asked_answered)
+    ]
+
+
+def test_answers_the_kb_supports_stand_in_for_lookups(encoder):
+    import dataclasses
+
+    from csrl.rewards.search.retriever import answer_supported_searches
+
+    no_intents = [dataclasses.replace(d, intent=None) for d in KB]  # a user's KB: no intents to pick negatives by
+    retriever = HybridRetriever(no_intents, encoder, candidates=5)
+    searches = answer_supported_searches(_text_only_conversations(), retriever, min_relevance=0.3)
+    found = {query: retriever.documents[next(iter(relevant))].id for query, relevant in searches}
+    assert found["Someone stole my card"] == "b-fraud"
+    assert found["Will it rain in Boston on Friday?"].startswith("w-Boston")
+    needs = answer_supported_searches(_text_only_conversations(), retriever, as_need=True, min_relevance=0.3)
+    assert [q for q, _ in needs] == [q for q, _ in searches]  # one customer message each: need = last message
+    calibration = retriever.fit_calibration([], searches=searches, negatives=3)
+    assert calibration.n_fit > len(searches) and calibration.w_bm25 + calibration.w_cosine > 0
+    recall = retrieval_recall(retriever, [], ks=(1, 5), searches=searches)
+    assert recall["n"] == len(searches) and 0 <= recall["recall@1"] <= recall["recall@5"] <= 1
+    assert answer_supported_searches([], retriever) == []
