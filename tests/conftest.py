@@ -1,4 +1,4 @@
-"""Shared fixtures: the STAR corpus (about 2 s) and a trained debug run (about a minute), made once per session."""
+"""Shared fixtures, made once per session: the STAR corpus (~2 s), the sentence encoder (~5 s), a trained debug run."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def debug_run(tmp_path_factory):
     config = TrainConfig.from_preset("debug")
     summary = train(config, out, progress=False, log=lambda *_: None)
     return out, config, summary
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The embedded offline default encoder, loaded once; its embedding cache is shared by the tests."""
+    from csrl.rewards.encoder import TextEncoder
+
+    return TextEncoder()

@@ -100,7 +100,7 @@ def infer_intents(corpus: Corpus, encoder, *, intents_file: str | None, max_inte
         discovery = discover_intents(
             [conversation_need(conversations[i]) for i in train], encoder, max_intents=max_intents, seed=seed
         )
-        intents = discovery.intents
+        intents = discovery.to_dict()["intents"]  # the editable fields (what assign_intents reads)
         for i, label in zip(train, discovery.labels, strict=True):
             conversations[i] = _with_intent(conversations[i], discovery.name_of(label))
         unlabelled = [i for i in unlabelled if conversations[i].split != "train"]

@@ -37,7 +37,9 @@ def test_repeats_and_rephrasings_become_one_document_with_the_majority_intent(en
     conversations = [
         _conversation("a", "refund", refund, "Hello, anything else?"),
         _conversation("b", "refund", refund),
-        _conversation("c", "refund", "Your refund for the order was issued and reaches your card in five business days."),
+        _conversation(
+            "c", "refund", "Your refund for the order was issued and reaches your card in five business days."
+        ),
         _conversation("d", "shipping", "Your parcel left our warehouse today and arrives on Friday by courier."),
         _conversation("e", None, refund.upper()),  # the same answer, shouted: one normalised text
     ]
