@@ -55,7 +55,7 @@ def config_field(config_class: type, name: str, *, default: Any = dataclasses.MI
 # -- the arguments of each subcommand -------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)  # keyword-only: subclasses may add required fields (a positional path) after these
 class MappingArguments:
     """How a CSV export's columns and role values map to csrl's (every command that reads logs)."""
 
@@ -284,7 +284,8 @@ def _intents_discover(args: IntentsDiscoverArguments) -> int:
             writer.writerow(["conversation_id" if what == "conversations" else "id", "intent"])
             writer.writerows((i, discovery.name_of(label)) for i, label in zip(ids, discovery.labels, strict=True))
         print(f"assignments: {args.assignments}")
-    print(f"next: edit {args.out} (rename, merge, delete intents); csrl train --data {args.data} --intents {args.out}")
+    logs = args.data if what == "conversations" else "LOGS"
+    print(f"next: edit {args.out} (rename, merge, delete intents); csrl train --data {logs} --intents {args.out}")
     return 0
 
 
