@@ -18,12 +18,11 @@ from csrl.data.reading import (
     SourceReport,
     check_file,
     check_utf8,
-    decoded_lines,
     format_of,
     header_index,
-    parse_json_line,
     raise_or_report,
     read_csv_rows,
+    read_jsonl_records,
 )
 from csrl.data.report import Problem
 from csrl.data.schema import KBDocument, RecordError
@@ -207,23 +206,7 @@ def _read_csv(path: Path) -> SourceReport:
 
 def _read_jsonl(path: Path) -> SourceReport:
     report = SourceReport(source=str(path))
-    seen: dict[str, int] = {}
-    for number, text in decoded_lines(path):
-        record = text if isinstance(text, Problem) else parse_json_line(path, number, text)
-        if isinstance(record, Problem):
-            report.problems.append(record)
-            continue
-        try:
-            doc = KBDocument.from_dict(record)
-        except RecordError as err:
-            report.problems.append(Problem(str(path), number, err.field, err.problem))
-            continue
-        if doc.id in seen:
-            message = f"duplicate id {doc.id!r} (first seen on line {seen[doc.id]})"
-            report.problems.append(Problem(str(path), number, "id", message))
-            continue
-        seen[doc.id] = number
-        report.documents.append(doc)
+    report.documents.extend(read_jsonl_records(path, KBDocument.from_dict, report.problems))
     return report
 
 

@@ -14,17 +14,16 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from csrl.data.mapping import ColumnMapping, normalize_role, parse_timestamp
+from csrl.data.mapping import ColumnMapping, normalize_role, parse_timestamp, resolve_columns
 from csrl.data.reading import (
     SourceReport,
     check_file,
     check_utf8,
     decoded_lines,
     format_of,
-    header_index,
-    parse_json_line,
     raise_or_report,
     read_csv_rows,
+    read_jsonl_records,
 )
 from csrl.data.report import InvalidDataError, LoadReport, Problem
 from csrl.data.schema import Conversation, RecordError, Turn
@@ -46,23 +45,7 @@ def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> LoadReport:
     """
     path = check_file(path)
     report = LoadReport(source=str(path))
-    first_line_of: dict[str, int] = {}
-    for number, text in decoded_lines(path):
-        record = text if isinstance(text, Problem) else parse_json_line(path, number, text)
-        if isinstance(record, Problem):
-            report.problems.append(record)
-            continue
-        try:
-            conversation = Conversation.from_dict(record)
-        except RecordError as err:
-            report.problems.append(Problem(str(path), number, err.field, err.problem))
-            continue
-        if conversation.id in first_line_of:
-            message = f"duplicate id {conversation.id!r} (first seen on line {first_line_of[conversation.id]})"
-            report.problems.append(Problem(str(path), number, "id", message))
-            continue
-        first_line_of[conversation.id] = number
-        report.conversations.append(conversation)
+    report.conversations.extend(read_jsonl_records(path, Conversation.from_dict, report.problems))
     return raise_or_report(report, skip_invalid)
 
 
@@ -220,19 +203,8 @@ def load_conversations(
 def _message_rows(path: Path, columns: Mapping[str, str]):
     """``(line, id, text)`` or ``(line, Problem)`` for each row of a CSV list of messages."""
     reader = read_csv_rows(path)
-    index = header_index(reader.fieldnames)
     header = ", ".join(n for n in reader.fieldnames or [] if n is not None) or "(empty)"
-    found: dict[str, str] = {}
-    for canonical in MESSAGE_COLUMNS:
-        wanted = columns.get(canonical)
-        name = index.get((wanted or canonical).strip().casefold())
-        if wanted and name is None:
-            raise ValueError(
-                f"{path}:1: column {wanted!r} (mapped to {canonical}) is not in the header: {header}; "
-                f"fix the mapping, e.g. {canonical}=<one of those columns>"
-            )
-        if name is not None:
-            found[canonical] = name
+    found = resolve_columns(reader.fieldnames, columns, MESSAGE_COLUMNS, str(path))
     if "text" not in found:
         raise ValueError(
             f"{path}:1: CSV header lacks column text; expected [id,] text, got {header}; "

@@ -217,20 +217,9 @@ class ColumnMapping:
                 the message names the column, the header and the fix.
 
         """
-        index = header_index(fieldnames)
+        resolved = resolve_columns(fieldnames, self.columns, CANONICAL_COLUMNS, source)
         header = ", ".join(name for name in fieldnames or [] if name is not None) or "(empty)"
         where = f"{source}:1: " if source else ""
-        resolved: dict[str, str] = {}
-        for canonical in CANONICAL_COLUMNS:
-            wanted = self.columns.get(canonical)
-            found = index.get((wanted or canonical).strip().casefold())
-            if wanted and found is None:
-                raise ValueError(
-                    f"{where}column {wanted!r} (mapped to {canonical}) is not in the header: {header}; "
-                    f"fix the mapping, e.g. {canonical}=<one of those columns>"
-                )
-            if found is not None:
-                resolved[canonical] = found
         missing = [c for c in REQUIRED_COLUMNS if c not in resolved]
         if missing:
             raise ValueError(
@@ -239,6 +228,33 @@ class ColumnMapping:
                 "e.g. --columns conversation_id=ticket_id,role=author,text=body"
             )
         return resolved
+
+
+def resolve_columns(
+    fieldnames: list[str] | None, columns: Mapping[str, str], canonical: Iterable[str], source: str = ""
+) -> dict[str, str]:
+    """The file's column for each ``canonical`` column present (``columns`` maps some to other names).
+
+    A mapped column must be in the header; header names match whatever their case and surrounding spaces.
+
+    >>> resolve_columns(["ID", " body "], {"text": "body"}, ("id", "text"))
+    {'id': 'ID', 'text': ' body '}
+    """
+    index = header_index(fieldnames)
+    header = ", ".join(name for name in fieldnames or [] if name is not None) or "(empty)"
+    where = f"{source}:1: " if source else ""
+    resolved: dict[str, str] = {}
+    for name in canonical:
+        wanted = columns.get(name)
+        found = index.get((wanted or name).strip().casefold())
+        if wanted and found is None:
+            raise ValueError(
+                f"{where}column {wanted!r} (mapped to {name}) is not in the header: {header}; "
+                f"fix the mapping, e.g. {name}=<one of those columns>"
+            )
+        if found is not None:
+            resolved[name] = found
+    return resolved
 
 
 def read_mapping(path: str | Path) -> ColumnMapping:

@@ -106,6 +106,30 @@ def parse_json_line(path: Path, number: int, text: str) -> dict | Problem:
         return Problem(str(path), number, None, f"not valid JSON: {err.msg} (column {err.colno})")
 
 
+def read_jsonl_records(path: Path, from_dict, problems: list[Problem]) -> Iterator:
+    """Each valid record of a JSON Lines file, as ``from_dict(record)``; bad lines and repeated ids go to ``problems``.
+
+    A record is kept once per ``id``: a later one with the same id is reported with the line of the first.
+    """
+    first_line_of: dict[str, int] = {}
+    for number, text in decoded_lines(path):
+        record = text if isinstance(text, Problem) else parse_json_line(path, number, text)
+        if isinstance(record, Problem):
+            problems.append(record)
+            continue
+        try:
+            item = from_dict(record)
+        except RecordError as err:
+            problems.append(Problem(str(path), number, err.field, err.problem))
+            continue
+        if item.id in first_line_of:
+            message = f"duplicate id {item.id!r} (first seen on line {first_line_of[item.id]})"
+            problems.append(Problem(str(path), number, "id", message))
+            continue
+        first_line_of[item.id] = number
+        yield item
+
+
 def raise_or_report(report: LoadReport, skip_invalid: bool) -> LoadReport:
     """``report`` itself, or :class:`InvalidDataError` with its problems when there are any and not ``skip_invalid``."""
     if report.problems and not skip_invalid:

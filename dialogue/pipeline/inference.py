@@ -153,9 +153,9 @@ def infer_annotations(corpus: Corpus, folder: Path, encoder, *, kb_source: str, 
         log(f"inferred: intents from {intents_record['source']} ({intents_record['inferred']:,} of "
             f"{intents_record['conversations']:,} conversations, {intents_record['intents']} intents): "
             f"{folder / INTENTS_FILE}")  # fmt: skip
-    if kb_record.get("inferred"):
+    if kb_record.get("inferred"):  # kept for a resumed run; a given KB is reloaded from where it came from
         log(f"inferred: a knowledge base of {kb_record['documents']:,} documents from {kb_record['source']}")
-    write_jsonl(documents, folder / KB_FILE)
+        write_jsonl(documents, folder / KB_FILE)
     record = {"intents": intents_record, "knowledge_base": kb_record}
     write_text_atomic(folder / INFERRED_FILE, json.dumps(record, indent=2) + "\n")
     return completed
