@@ -98,6 +98,13 @@ class SFTConfig:
         default=True, metadata={"help": "leave the environment's results block out of the loss (not policy tokens)"}
     )
     logging_steps: int = field(default=10, metadata={"help": "log the train loss every this many steps"})
+    search_steps: bool = field(
+        default=True,
+        metadata={
+            "help": "logs without logged lookups: add a search: step before the answers a search finds KB support "
+            "for (see csrl.dialogue.trainer.search_steps)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "data order and dropout seed"})
 
     def __post_init__(self):

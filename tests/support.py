@@ -125,6 +125,19 @@ GENERATION = PolicyConfig(vocab_size=400, n_layer=2, n_head=2, n_embd=64, n_posi
                           results_char_budget=80)  # fmt: skip
 
 
+def text_only_conversations():
+    """The customers of kb_conversations(), answered by agents whose words come from the KB, with no tool turn."""
+    asked_answered = [
+        ("Will it rain in Boston on Friday?", "It is raining in Boston on Friday, bring an umbrella."),
+        ("Any cheap Japanese restaurant?", "Ginza serves Japanese food; it is on the expensive side."),
+        ("Someone stole my card", "To report fraud we block the card and open a case for you."),
+        ("What about Denver on Monday?", "Denver will be sunny on Monday, a lovely day for it."),
+    ]
+    return [
+        Conversation(f"t{i}", (Turn("customer", asked), Turn("agent", answered)))
+        for i, (asked, answered) in enumerate(asked_answered)
+    ]
+
 
 def policy_conversations():
     return [

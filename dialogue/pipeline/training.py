@@ -86,11 +86,16 @@ def load_training_corpus(config: DataConfig) -> Corpus:
 # -- stages ----------------------------------------------------------------------------------------
 
 
-def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
-    """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``)."""
+def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None, log=print):
+    """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``).
+
+    Logs without logged lookups get ``search:`` steps where the KB supports an answer (``config.sft.search_steps``,
+    needs the reward stack's ``retriever``; see :mod:`csrl.dialogue.trainer.search_steps`).
+    """
     from csrl.dialogue.models.policy import ActorCritic
     from csrl.dialogue.models.prompts import corpus_to_examples
     from csrl.dialogue.models.tokenizer import train_tokenizer_on_corpus
+    from csrl.dialogue.trainer.search_steps import with_search_steps
     from csrl.dialogue.trainer.sft import run_sft
 
     if is_done(folder):
@@ -105,12 +110,20 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, log=print):
         policy = ActorCritic.from_config(tokenizer, config.policy)
     else:
         policy = ActorCritic.from_pretrained(config.policy.model)
-    examples = corpus_to_examples(
-        train, split="train", limit=config.sft.max_conversations, results_char_budget=config.policy.results_char_budget
-    )
     used = min(len(train), config.sft.max_conversations or len(train))
+    conversations, steps = train[:used], None
+    logged_lookups = any(turn.role == "tool" for conversation in train for turn in conversation.turns)
+    if config.sft.search_steps and retriever is not None and not logged_lookups:
+        conversations, steps = with_search_steps(conversations, retriever, k=config.env.search_top_k)
+        log(
+            f"sft: the logs have no lookups; {steps['search_steps']:,} of {steps['answers']:,} informative answers "
+            f"get a search: step ({steps['supported']:,} supported by the KB, the rest not found by a search)"
+        )
+    examples = corpus_to_examples(conversations, split="train", results_char_budget=config.policy.results_char_budget)
     log(f"sft: {len(examples):,} logged agent turns from {used:,} training conversations")
     metrics = run_sft(policy, policy.tokenizer, examples, config.sft, folder / "trainer")
+    if steps is not None:
+        metrics["search_steps"] = steps
     policy.save(folder)
     summary = {k: v for k, v in metrics.items() if k != "log_history"} | {"wall_s": time.perf_counter() - started}
     (folder / "sft_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
@@ -144,9 +157,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     run = Path(out)
     if (run / CONFIG_FILE).exists():
         if not resume:
-            raise FileExistsError(
-                f"{run} already holds a run; pass --resume to continue it, or choose another --out"
-            )
+            raise FileExistsError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
         changed = resume_differences(load_config(run), config)
         if changed:
             raise ValueError(
@@ -168,7 +179,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         max_intents=config.data.max_discovered_intents, seed=config.data.seed, log=log,
     )  # fmt: skip
     stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log)
-    policy = sft_stage(corpus, run / "sft", config, log=log)
+    policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, log=log)
     envs = make_envs(
         corpus.split("train"), stack, config.env, config.ppo.rollout_batch_size, config.ppo.turns_per_episode
     )

@@ -22,6 +22,7 @@ def test_debug_run_writes_every_stage_and_ppo_changes_the_policy(debug_run):
     out, config, summary = debug_run
     for stage in ("rewards", "sft"):
         assert (out / stage / "DONE").exists()
+    assert "search_steps" not in json.loads((out / "sft" / "sft_metrics.json").read_text())  # STAR logs its lookups
     metrics = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == list(range(1, config.ppo.total_iterations + 1))
     for m in metrics:

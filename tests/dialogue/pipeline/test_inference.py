@@ -45,6 +45,10 @@ def test_text_only_logs_train_and_say_what_was_inferred(text_only_run):
     for key in ("intent.accuracy", "satisfaction.auc", "retrieval.answer_recall@5", "integrity.parrot"):
         assert 0 <= metrics[key]["value"] <= 1 and metrics[key]["n"] > 0, key
     assert (run / "ppo" / "policy").is_dir()
+    # no logged lookups: SFT learned to search where the KB supports the answer
+    steps = json.loads((run / "sft" / "sft_metrics.json").read_text())["search_steps"]
+    assert 0 < steps["search_steps"] <= steps["supported"] <= steps["answers"]
+    assert any(m.startswith("sft: the logs have no lookups; ") for m in messages)
 
 
 def test_discovered_intents_match_the_held_back_tasks(text_only_run):

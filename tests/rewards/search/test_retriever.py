@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from support import BANK, KB, RESTAURANTS, WEATHER, kb_conversations
+from support import BANK, KB, RESTAURANTS, WEATHER, kb_conversations, text_only_conversations
 
 from csrl.data.schema import Conversation, Turn
 from csrl.rewards.search.retriever import Calibration, HybridRetriever, logged_searches, retrieval_recall
@@ -121,7 +121,6 @@ def test_retriever_call_guards(retriever):
         retriever.relevance(["a", "b"], [KB[0]])
 
 
-
 def test_empty_query_batches(retriever):
     assert retriever.search([], k=3) == []
     assert retriever.relevance_matrix([]).shape == (0, len(KB))
@@ -131,20 +130,6 @@ def test_empty_query_batches(retriever):
 # -- logs without logged lookups ----------------------------------------------------------------
 
 
-def _text_only_conversations():
-    """The customers of kb_conversations(), answered by agents whose words come from the KB, with no tool turn."""
-    asked_answered = [
-        ("Will it rain in Boston on Friday?", "It is raining in Boston on Friday, bring an umbrella."),
-        ("Any cheap Japanese restaurant?", "Ginza serves Japanese food; it is on the expensive side."),
-        ("Someone stole my card", "To report fraud we block the card and open a case for you."),
-        ("What about Denver on Monday?", "Denver will be sunny on Monday, a lovely day for it."),
-    ]
-    return [
-        Conversation(f"t{i}", (Turn("customer", asked), Turn("agent", answered)))
-        for i, (asked, answered) in enumerate(asked_answered)
-    ]
-
-
 def test_answers_the_kb_supports_stand_in_for_lookups(encoder):
     import dataclasses
 
@@ -152,11 +137,11 @@ def test_answers_the_kb_supports_stand_in_for_lookups(encoder):
 
     no_intents = [dataclasses.replace(d, intent=None) for d in KB]  # a user's KB: no intents to pick negatives by
     retriever = HybridRetriever(no_intents, encoder, candidates=5)
-    searches = answer_supported_searches(_text_only_conversations(), retriever, min_relevance=0.3)
+    searches = answer_supported_searches(text_only_conversations(), retriever, min_relevance=0.3)
     found = {query: retriever.documents[next(iter(relevant))].id for query, relevant in searches}
     assert found["Someone stole my card"] == "b-fraud"
     assert found["Will it rain in Boston on Friday?"].startswith("w-Boston")
-    needs = answer_supported_searches(_text_only_conversations(), retriever, as_need=True, min_relevance=0.3)
+    needs = answer_supported_searches(text_only_conversations(), retriever, as_need=True, min_relevance=0.3)
     assert [q for q, _ in needs] == [q for q, _ in searches]  # one customer message each: need = last message
     calibration = retriever.fit_calibration([], searches=searches, negatives=3)
     assert calibration.n_fit > len(searches) and calibration.w_bm25 + calibration.w_cosine > 0

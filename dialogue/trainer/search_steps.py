@@ -1,0 +1,104 @@
+"""Search steps for SFT on logs that logged no knowledge-base lookups.
+
+Text-only logs show the agent's answers but never the lookup behind them, so SFT on them alone teaches a
+policy that never writes ``search:``: it must then invent facts, and the retrieval stage (half the reward)
+can only credit replies grounded by chance. Where the KB supports a logged answer *and* a search the policy
+can write from the dialogue finds that support, the example gets the lookup the agent would have made:
+
+- the query is the customer's content words, newest message first (at most ``max_words``): a query the
+  policy can copy from its context, not one that needs the answer to write;
+- the results are what the environment returns for that query (the retriever's top ``k``), so the policy
+  learns to read the results it will see at run time, not an oracle's;
+- the step is added only when the document that best supports the answer (relevance of the answer's text
+  ``>= min_support``) is among those results. Elsewhere the agent answers without searching, as logged:
+  the policy learns to search where searching helps.
+
+Logs with logged lookups keep exactly their own (STAR's SFT examples are unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from csrl.data.schema import Conversation, Turn
+from csrl.rewards.answer_kb import content_words, is_informative_answer
+
+
+def search_query(customer_messages: Sequence[str], max_words: int = 8) -> str:
+    """The customer's content words, newest message first, each once, at most ``max_words``.
+
+    >>> search_query(["Hi, my card was stolen", "Can I block the card now?"])
+    'block card now hi was stolen'
+    """
+    words: dict[str, None] = {}
+    for message in reversed(customer_messages):
+        for word in content_words(message):
+            words.setdefault(word, None)
+    return " ".join(list(words)[:max_words])
+
+
+def with_search_steps(
+    conversations: Sequence[Conversation],
+    retriever,
+    *,
+    k: int = 3,
+    min_support: float = 0.5,
+    max_words: int = 8,
+) -> tuple[list[Conversation], dict]:
+    """Copies of ``conversations`` with a tool turn before each agent answer that a search finds support for.
+
+    Args:
+        conversations: logs without logged lookups (a conversation that has tool turns is left as it is).
+        retriever: the fitted :class:`~csrl.rewards.search.retriever.HybridRetriever` the environment searches.
+        k: documents a search returns (the environment's ``search_top_k``).
+        min_support: calibrated relevance the answer must have to its best document to count as supported.
+        max_words: query length in words.
+
+    Returns:
+        The conversations and counts: ``answers`` (informative agent answers considered), ``supported``
+        (their best document reaches ``min_support``) and ``search_steps`` (supported and found by the query).
+    """
+    if k < 1:
+        raise ValueError(f"k={k}: a search returns at least 1 document")
+    candidates = []  # (conversation index, turn index, query, answer)
+    for c, conversation in enumerate(conversations):
+        if any(turn.role == "tool" for turn in conversation.turns):
+            continue
+        said: list[str] = []
+        for t, turn in enumerate(conversation.turns):
+            if turn.role == "customer":
+                said.append(turn.text)
+            elif turn.role == "agent" and said and is_informative_answer(turn.text):
+                query = search_query(said, max_words)
+                if query:
+                    candidates.append((c, t, query, turn.text))
+    counts = {"answers": len(candidates), "supported": 0, "search_steps": 0}
+    if not candidates or len(retriever) == 0:
+        return list(conversations), counts
+    support, support_score = retriever.search_indices([answer for *_, answer in candidates], k=1)  # (A, 1)
+    found, _ = retriever.search_indices([query for _, _, query, _ in candidates], k=k)  # (A, k)
+    steps: dict[int, dict[int, Turn]] = {}
+    for a, (c, t, query, _) in enumerate(candidates):
+        if support_score[a, 0] < min_support:
+            continue
+        counts["supported"] += 1
+        if support[a, 0] in found[a]:
+            results = tuple(retriever.documents[int(i)] for i in found[a])
+            steps.setdefault(c, {})[t] = Turn(role="tool", query=query, results=results)
+            counts["search_steps"] += 1
+    out = []
+    for c, conversation in enumerate(conversations):
+        if c not in steps:
+            out.append(conversation)
+            continue
+        turns: list[Turn] = []
+        for t, turn in enumerate(conversation.turns):
+            if t in steps[c]:
+                turns.append(steps[c][t])
+            turns.append(turn)
+        out.append(replace(conversation, turns=tuple(turns)))
+    return out, counts
+
+
+__all__ = ["search_query", "with_search_steps"]
