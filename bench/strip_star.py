@@ -8,8 +8,14 @@ conversation per source row, the customer's instruction then the agent's respons
 (``conversation_id,intent,category``) held back. Each written CSV is read back with
 :func:`csrl.data.load_csv` and the counts are printed as JSON.
 
+``--ratings`` adds a ``rating`` column, as a post-chat survey would fill it: the customer's last message of each
+conversation carries a 1-5 rating made from STAR's dialogue-level signals (1: the user said the assistant was not
+calm and helpful; 2: the dialogue ended before the task was complete; 5: otherwise). Those are the rated logs
+that ``satisfaction.auc_rated`` is measured on.
+
     python bench/strip_star.py                        # /tmp/star_text.csv + /tmp/star_text.intents.csv
     python bench/strip_star.py /tmp/star.csv --bitext /tmp/bitext.csv
+    python bench/strip_star.py /tmp/star_rated.csv --ratings
 """
 
 from __future__ import annotations
@@ -54,11 +60,29 @@ def _read_back(path: Path) -> dict:
     }
 
 
-def strip_star(out: Path) -> dict:
+def survey_rating(outcome) -> int:
+    """A 1-5 post-chat rating from STAR's dialogue-level outcome (see the module docstring)."""
+    if outcome is not None and outcome.satisfied is False:
+        return 1
+    if outcome is not None and not outcome.completed:
+        return 2
+    return 5
+
+
+def _star_rows(conversation, ratings: bool) -> list[tuple]:
+    rows = [(conversation.id, t.role, t.text) for t in conversation.turns if t.role in ("customer", "agent")]
+    if not ratings:
+        return rows
+    last_customer = max((i for i, row in enumerate(rows) if row[1] == "customer"), default=None)
+    rating = survey_rating(conversation.outcome)
+    return [row + ((rating,) if i == last_customer else ("",)) for i, row in enumerate(rows)]
+
+
+def strip_star(out: Path, ratings: bool = False) -> dict:
     """Write STAR's customer and agent text to ``out`` and its conversation intents beside it."""
     conversations = load_star().conversations
-    rows = [(c.id, t.role, t.text) for c in conversations for t in c.turns if t.role in ("customer", "agent")]
-    _write_csv(out, ["conversation_id", "role", "text"], rows)
+    rows = [row for c in conversations for row in _star_rows(c, ratings)]
+    _write_csv(out, ["conversation_id", "role", "text"] + (["rating"] if ratings else []), rows)
     intents = [(c.id, c.intent) for c in conversations if c.intent]
     _write_csv(labels_path(out), ["conversation_id", "intent"], intents)
     return {
@@ -66,8 +90,9 @@ def strip_star(out: Path) -> dict:
         "labels": str(labels_path(out)),
         "conversations": len(conversations),
         "rows": len(rows),
-        "rows_by_role": dict(Counter(role for _, role, _ in rows)),
+        "rows_by_role": dict(Counter(row[1] for row in rows)),
         "intents": len({intent for _, intent in intents}),
+        "ratings": dict(sorted(Counter(row[3] for row in rows if row[3] != "").items())) if ratings else None,
         "read_back": _read_back(out),
     }
 
@@ -101,8 +126,9 @@ def main() -> None:
     parser.add_argument("out", nargs="?", default="/tmp/star_text.csv", type=Path, help="the STAR text-only CSV")
     parser.add_argument("--bitext", type=Path, help="also write the Bitext sample as a text-only CSV here")
     parser.add_argument("--bitext-source", type=Path, default=BITEXT, help="the Bitext .csv.gz")
+    parser.add_argument("--ratings", action="store_true", help="rate each conversation's last customer message")
     args = parser.parse_args()
-    summary = {"star": strip_star(args.out)}
+    summary = {"star": strip_star(args.out, args.ratings)}
     if args.bitext:
         summary["bitext"] = strip_bitext(args.bitext, args.bitext_source)
     print(json.dumps(summary, indent=2))

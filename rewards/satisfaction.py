@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from csrl.data.schema import Conversation
-from csrl.rewards.context import TurnContext, moment_columns
+from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
 from csrl.rewards.encoder import TextEncoder
 from csrl.rewards.heads import check_encoder, fit_head, subsample
 from csrl.rewards.metrics import macro_f1, roc_auc
@@ -395,6 +395,40 @@ def evaluate_satisfaction(
     }
 
 
+def evaluate_on_ratings(classifier: SatisfactionClassifier, conversations: Sequence[Conversation]) -> dict | None:
+    """The model against the held-out *logged ratings* alone: AUC of dissatisfied (rating <= 2) vs the rest.
+
+    Every agent turn whose next customer message carries a rating is scored in its logged context (the turn
+    the training labels give that rating to); the AUC is that of ``1 - P(satisfied)`` for the dissatisfied.
+    No synthetic negatives, no reaction heuristics: the figure a user with rated logs can trust.
+
+    Returns:
+        ``{"auc", "n", "dissatisfied", "ratings"}`` (``ratings``: turns per rating), or ``None`` when the
+        conversations hold no rated turn or only one side (all dissatisfied or none).
+    """
+    contexts, ratings = [], []
+    for conversation in conversations:
+        agent_contexts = iter(contexts_from_conversation(conversation))
+        for i, turn in enumerate(conversation.turns):
+            if turn.role != "agent":
+                continue
+            context = next(agent_contexts)
+            reaction = next((t for t in conversation.turns[i + 1 :] if t.role == "customer"), None)
+            if reaction is not None and reaction.rating is not None:
+                contexts.append(context)
+                ratings.append(reaction.rating)
+    dissatisfied = np.array([r <= 2 for r in ratings], dtype=int)
+    if not ratings or dissatisfied.min() == dissatisfied.max():
+        return None
+    proba = classifier.predict_proba(contexts)
+    return {
+        "auc": round(roc_auc(dissatisfied, 1.0 - proba), 4),
+        "n": len(ratings),
+        "dissatisfied": int(dissatisfied.sum()),
+        "ratings": {str(r): ratings.count(r) for r in sorted(set(ratings))},
+    }
+
+
 __all__ = [
     "SCALAR_NAMES",
     "SatisfactionClassifier",
@@ -402,6 +436,7 @@ __all__ = [
     "SatisfactionReward",
     "SatisfactionTrainConfig",
     "context_scalars",
+    "evaluate_on_ratings",
     "evaluate_satisfaction",
     "feature_dim",
     "pair_features",

@@ -44,6 +44,7 @@ from csrl.rewards.satisfaction import (
     SatisfactionClassifier,
     SatisfactionReward,
     SatisfactionTrainConfig,
+    evaluate_on_ratings,
     evaluate_satisfaction,
     train_satisfaction_classifier,
 )
@@ -213,6 +214,10 @@ def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int =
     satisfaction = evaluate_satisfaction(stack.satisfaction, conversations, max_contexts=max_turns, seed=seed)
     metrics["satisfaction.auc"] = {"value": satisfaction["auc"], "n": satisfaction["n"]}
     metrics["satisfaction.macro_f1"] = {"value": satisfaction["macro_f1"], "n": satisfaction["n"]}
+    rated = evaluate_on_ratings(stack.satisfaction, conversations)
+    if rated is not None:  # rated logs: the held-out ratings alone, beside the figure with synthetic negatives
+        metrics["satisfaction.auc_rated"] = {"value": rated["auc"], "n": rated["n"]}
+        satisfaction["rated"] = rated
     if logged_searches(conversations, stack.retriever.id_to_index):
         recall = retrieval_recall(stack.retriever, conversations, ks=(1, 5))
         for k in (1, 5):

@@ -121,3 +121,37 @@ def test_load_refuses_an_old_format_folder(trained, tmp_path, encoder):
     config_file.write_text(json.dumps(old))
     with pytest.raises(ValueError, match="format 1 .*retrain"):
         SatisfactionClassifier.load(tmp_path, encoder)
+
+
+def test_rated_turns_alone_are_scored_against_their_ratings(trained):
+    from sklearn.metrics import roc_auc_score
+
+    from csrl.data.schema import Conversation, Turn
+    from csrl.rewards.satisfaction import evaluate_on_ratings
+
+    classifier, _ = trained
+
+    def rated(conv_id, reply, rating):
+        return Conversation(
+            conv_id,
+            (
+                Turn("customer", "My card was stolen, please block it"),
+                Turn("agent", "Could I get your name?"),  # unrated: its next customer message has no rating
+                Turn("customer", "Sam Lee"),
+                Turn("agent", reply),
+                Turn("customer", "ok", rating=rating),
+            ),
+        )
+
+    conversations = [
+        rated("a", "Thank you Sam, your card is blocked and a fraud case is open.", 5),
+        rated("b", "Sam Lee", 1),
+        rated("c", "ok", 2),
+        rated("d", "Your card is now blocked, Sam; the new one arrives in five days.", 3),
+    ]
+    result = evaluate_on_ratings(classifier, conversations)
+    assert result["n"] == 4 and result["dissatisfied"] == 2 and result["ratings"] == {"1": 1, "2": 1, "3": 1, "5": 1}
+    proba = classifier.predict_proba([contexts_from_conversation(c)[1] for c in conversations])
+    assert result["auc"] == round(roc_auc_score([0, 1, 1, 0], 1 - proba), 4)
+    assert evaluate_on_ratings(classifier, conversations[:1]) is None  # one side only: no AUC
+    assert evaluate_on_ratings(classifier, [Conversation("x", (Turn("customer", "hi"), Turn("agent", "hello")))]) is None
