@@ -8,6 +8,10 @@ conversation per source row, the customer's instruction then the agent's respons
 (``conversation_id,intent,category``) held back. Each written CSV is read back with
 :func:`csrl.data.load_csv` and the counts are printed as JSON.
 
+``--help-centre DIR`` writes ABCD's agent guidelines (``../shared/data/abcd/guidelines.json``, MIT, its LICENSE
+copied beside) as a help-centre export: a Markdown page per flow, ``##`` per subflow, ``###`` per action, for
+``csrl train --kb DIR``. Bitext's intents overlap ABCD's flows (refunds, orders, accounts, shipping).
+
 ``--ratings`` adds a ``rating`` column, as a post-chat survey would fill it: the customer's last message of each
 conversation carries a 1-5 rating made from STAR's dialogue-level signals (1: the user said the assistant was not
 calm and helpful; 2: the dialogue ended before the task was complete; 5: otherwise). Those are the rated logs
@@ -16,6 +20,7 @@ that ``satisfaction.auc_rated`` is measured on.
     python bench/strip_star.py                        # /tmp/star_text.csv + /tmp/star_text.intents.csv
     python bench/strip_star.py /tmp/star.csv --bitext /tmp/bitext.csv
     python bench/strip_star.py /tmp/star_rated.csv --ratings
+    python bench/strip_star.py --bitext /tmp/bitext.csv --help-centre /tmp/help-centre
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from csrl.data import load_csv, load_star
 
 ROOT = Path(__file__).resolve().parents[1]
 BITEXT = ROOT.parent / "shared/data/bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv.gz"
+GUIDELINES = ROOT.parent / "shared/data/abcd/guidelines.json"
 
 
 def labels_path(path: Path) -> Path:
@@ -121,16 +127,35 @@ def strip_bitext(out: Path, source: Path = BITEXT) -> dict:
     }
 
 
+def write_help_centre(folder: Path, source: Path = GUIDELINES) -> dict:
+    """ABCD's agent guidelines as a folder of Markdown pages (one per flow); returns the guidelines read."""
+    guidelines = json.loads(source.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for flow, spec in guidelines.items():
+        lines = [f"# {flow}", "", spec["description"], ""]
+        for subflow, body in spec["subflows"].items():
+            lines += [f"## {subflow}", "", *body["instructions"], ""]
+            for action in body["actions"]:
+                lines += [f"### {action['button']}", "", action["text"], "", *[f"- {s}" for s in action["subtext"]], ""]
+        (folder / (flow.lower().replace(" ", "-") + ".md")).write_text("\n".join(lines), encoding="utf-8")
+    (folder / "LICENSE-abcd").write_text((source.parent / "LICENSE").read_text(encoding="utf-8"), encoding="utf-8")
+    return guidelines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="/tmp/star_text.csv", type=Path, help="the STAR text-only CSV")
     parser.add_argument("--bitext", type=Path, help="also write the Bitext sample as a text-only CSV here")
     parser.add_argument("--bitext-source", type=Path, default=BITEXT, help="the Bitext .csv.gz")
     parser.add_argument("--ratings", action="store_true", help="rate each conversation's last customer message")
+    parser.add_argument("--help-centre", type=Path, help="write ABCD's guidelines as Markdown pages to this folder")
     args = parser.parse_args()
     summary = {"star": strip_star(args.out, args.ratings)}
     if args.bitext:
         summary["bitext"] = strip_bitext(args.bitext, args.bitext_source)
+    if args.help_centre:
+        pages = write_help_centre(args.help_centre)
+        summary["help_centre"] = {"folder": str(args.help_centre), "pages": len(pages)}
     print(json.dumps(summary, indent=2))
 
 

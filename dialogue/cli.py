@@ -252,7 +252,7 @@ def _discovery_texts(args: IntentsDiscoverArguments) -> tuple[list[str], list[st
     plain = path.removesuffix(".gz")
     is_messages = plain.endswith(".txt")
     if plain.endswith(".csv"):  # turns have a conversation id (under its mapped name); a message list does not
-        with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")) as f:
+        with gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8") as f:
             header = [name.strip().lower() for name in next(csv.reader(f), [])]
         mapping = args.column_mapping()
         column = (mapping.columns.get("conversation_id") if mapping else None) or "conversation_id"

@@ -135,9 +135,7 @@ class SatisfactionHead(nn.Module):
         return self.net(features).squeeze(-1)
 
 
-def pair_features(
-    n: np.ndarray, w: np.ndarray, p: np.ndarray, v: np.ndarray, scalars: np.ndarray
-) -> torch.Tensor:
+def pair_features(n: np.ndarray, w: np.ndarray, p: np.ndarray, v: np.ndarray, scalars: np.ndarray) -> torch.Tensor:
     """``[n, w, p, v, v*w, |v−w|, v*p, v*n, cos(v, w), cos(v, p), cos(v, n), scalars]``, rows ``(B, ·)``.
 
     ``n``, ``w``, ``p``, ``v``: unit embeddings of the need text, the last customer message, the

@@ -78,6 +78,7 @@ def infer_intents(corpus: Corpus, encoder, *, intents_file: str | None, max_inte
     if not unlabelled and intents_file is None:
         return conversations, None, {**record, "source": "logged labels"}
     from csrl.rewards.discovery import assign_intents, discover_intents, read_intents_json
+
     conversations = list(conversations)
     if intents_file is not None:
         intents = read_intents_json(intents_file)

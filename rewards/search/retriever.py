@@ -407,9 +407,7 @@ def answer_supported_searches(
     if not pairs:
         return []
     indices, scores = retriever.search_indices([answer for _, answer in pairs], k=1)  # (P, 1) each
-    return [
-        (query, {int(indices[p, 0])}) for p, (query, _) in enumerate(pairs) if scores[p, 0] >= min_relevance
-    ]
+    return [(query, {int(indices[p, 0])}) for p, (query, _) in enumerate(pairs) if scores[p, 0] >= min_relevance]
 
 
 def retrieval_recall(

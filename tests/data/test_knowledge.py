@@ -1,6 +1,6 @@
 """Knowledge bases from help-centre exports: CSV, a folder of Markdown / text files (chunked), JSON Lines."""
 
-import json
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,7 +8,8 @@ import pytest
 from csrl.data import InvalidDataError, KBDocument, LoadReport, chunk_markdown, load_knowledge_base, read_knowledge_base
 from csrl.data.knowledge import content_id, split_paragraphs
 
-GUIDELINES = Path(__file__).resolve().parents[2].parent / "shared/data/abcd/guidelines.json"
+ROOT = Path(__file__).resolve().parents[2]
+GUIDELINES = ROOT.parent / "shared/data/abcd/guidelines.json"
 
 
 def test_kb_from_csv_with_and_without_ids(tmp_path):
@@ -44,15 +45,12 @@ def test_kb_from_csv_with_and_without_ids(tmp_path):
 
 
 def _guidelines_folder(folder: Path) -> dict:
-    """ABCD's agent guidelines as a help centre: a Markdown page per flow, ## per subflow, ### per action."""
-    guidelines = json.loads(GUIDELINES.read_text(encoding="utf-8"))
-    for flow, spec in guidelines.items():
-        lines = [f"# {flow}", "", spec["description"], ""]
-        for subflow, body in spec["subflows"].items():
-            lines += [f"## {subflow}", "", *body["instructions"], ""]
-            for action in body["actions"]:
-                lines += [f"### {action['button']}", "", action["text"], "", *[f"- {s}" for s in action["subtext"]], ""]
-        (folder / (flow.lower().replace(" ", "-") + ".md")).write_text("\n".join(lines), encoding="utf-8")
+    """ABCD's agent guidelines as a help centre, written by the bench script users run."""
+    spec = importlib.util.spec_from_file_location("strip_star", ROOT / "bench" / "strip_star.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    guidelines = module.write_help_centre(folder, GUIDELINES)
+    (folder / "LICENSE-abcd").unlink()  # the attribution copy (no document suffix, so the KB reader skips it)
     return guidelines
 
 

@@ -226,9 +226,7 @@ def test_context_head_reads_the_agents_previous_reply(encoder):
         head.net[0].weight[:, 2 * encoder.dim :] = torch.from_numpy(encoder.encode(anchors)) * 10
     classifier = IntentClassifier(encoder, IntentHead(encoder.dim, 2, hidden=0), ["weather", "trivia"], 0, head)
     history = (Turn("customer", "I want the weather and a trivia question"),)
-    contexts = [
-        TurnContext(history + (Turn("agent", anchors[i]), Turn("customer", "yes")), "ok") for i in (1, 0)
-    ]
+    contexts = [TurnContext(history + (Turn("agent", anchors[i]), Turn("customer", "yes")), "ok") for i in (1, 0)]
     assert classifier.predict_customer(contexts) == ["trivia", "weather"]
     assert moment_features(encoder, contexts).shape == (2, 3 * encoder.dim)
     first_turn = TurnContext(history, "ok")  # no previous reply: the third block embeds ""

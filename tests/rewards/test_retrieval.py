@@ -68,5 +68,3 @@ def test_reward_fit_save_load(retriever, tmp_path):
     assert loaded.score(ctxs) == reward.score(ctxs)
     with pytest.raises(ValueError, match="need_messages=0"):
         RetrievalReward(retriever, need_messages=0)
-
-

@@ -154,4 +154,5 @@ def test_rated_turns_alone_are_scored_against_their_ratings(trained):
     proba = classifier.predict_proba([contexts_from_conversation(c)[1] for c in conversations])
     assert result["auc"] == round(roc_auc_score([0, 1, 1, 0], 1 - proba), 4)
     assert evaluate_on_ratings(classifier, conversations[:1]) is None  # one side only: no AUC
-    assert evaluate_on_ratings(classifier, [Conversation("x", (Turn("customer", "hi"), Turn("agent", "hello")))]) is None
+    unrated = Conversation("x", (Turn("customer", "hi"), Turn("agent", "hello")))
+    assert evaluate_on_ratings(classifier, [unrated]) is None

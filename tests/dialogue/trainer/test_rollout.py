@@ -152,7 +152,6 @@ def test_play_episodes_and_the_human_reference_share_conversations(policy):
     assert again == played
 
 
-
 def test_rollout_buffer_round_trips_through_parquet(rollout, tmp_path):
     buffer, _ = rollout
     loaded = TrajectoryBuffer.load(buffer.save(tmp_path / "buffers" / "iter_0001.parquet"))

@@ -59,4 +59,3 @@ def test_dense_guards(call, error, message):
 def test_dense_k_clipped():
     indices, scores = DenseIndex(np.eye(3, dtype=np.float32)).search(np.eye(3, dtype=np.float32), k=10)
     assert indices.shape == (3, 3) and indices[:, 0].tolist() == [0, 1, 2]
-
