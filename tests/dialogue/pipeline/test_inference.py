@@ -124,3 +124,25 @@ def test_the_need_skips_greetings():
     assert conversation_need(_conversation("a", "My card was stolen")) == "My card was stolen"
     only_hello = Conversation("b", (Turn("customer", "Hi"), Turn("agent", "Hello")))
     assert conversation_need(only_hello) == "Hi"
+
+
+def test_a_hand_edited_intents_file_labels_the_logs(encoder, tmp_path):
+    """Discovered card_theft and card_declined merged into one renamed intent; an order_refund intent deleted."""
+    path = tmp_path / "intents.json"
+    path.write_text(json.dumps({"intents": [
+        {"name": "card_problem", "description": "merged by hand", "size": 4,
+         "examples": ["My card was stolen", "Someone took my credit card", "My card was declined at the shop",
+                      "The card payment keeps failing"]},
+        {"name": "weather", "description": "", "size": 2,
+         "examples": ["Will it rain in Boston tomorrow?", "Is it sunny in Denver this weekend?"]},
+    ]}))  # fmt: skip
+    logs = [_conversation("a", "I lost my card on the bus, it was stolen"),
+            _conversation("b", "Why was my card declined when I paid for groceries?"),
+            _conversation("c", "What's the weather going to be like in Seattle on Friday?", split="test"),
+            _conversation("d", "I want my money back for the broken blender")]  # fmt: skip
+    conversations, intents, record = infer_intents(
+        _corpus(logs), encoder, intents_file=str(path), max_intents=10, seed=0
+    )
+    assert [c.intent for c in conversations[:3]] == ["card_problem", "card_problem", "weather"]
+    assert conversations[3].intent in {"card_problem", "weather"}  # a deleted intent's texts go to a kept one
+    assert [i["name"] for i in intents] == ["card_problem", "weather"] and record["inferred"] == 4
