@@ -2,15 +2,17 @@
 
 Two modes:
 
-- ``head`` (default, what the STAR reward uses): the shared frozen all-MiniLM-L6-v2 embeddings
-  (:class:`csrl.rewards.encoder.TextEncoder`) through :func:`csrl.rewards.intent.train_intent_classifier`;
+- ``head`` (default, what the reward uses): the shared frozen all-MiniLM-L6-v2 embeddings
+  (:class:`csrl.rewards.encoder.TextEncoder`) through :func:`csrl.rewards.intent.train_intent_classifier`
+  (linear: a logistic regression with C=10; ``--hidden N``: an AdamW-trained MLP), beside, in the same run
+  and on the same embeddings, the plain probe: scikit-learn's ``LogisticRegression()`` with its defaults;
 - ``finetune``: the MiniLM encoder itself fine-tuned as a ``BertForSequenceClassification``
   (22.7M parameters), saved with ``save_pretrained`` (safetensors) when ``--out`` is given.
 
 Anchor: BERT-large 93.66% test accuracy (Casanueva et al. 2020). Data: ``../shared/data/banking77``
 (CC BY 4.0; 10,003 train / 3,080 test, 77 intents).
 
-    python bench/banking77.py                              # frozen embeddings + MLP head
+    python bench/banking77.py                              # frozen embeddings + linear head, and the plain probe
     python bench/banking77.py --mode finetune --epochs 3   # fine-tune the encoder (slow on 2 cores)
 """
 
@@ -56,9 +58,16 @@ def run_head(train, test, args) -> dict:
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     predicted = classifier.predict(test[0])
-    return {"train_seconds": round(train_s, 1), "predict_seconds": round(time.perf_counter() - start, 1)} | metrics(
-        test[1], predicted
-    )
+    result = {"train_seconds": round(train_s, 1), "predict_seconds": round(time.perf_counter() - start, 1)}
+    result |= metrics(test[1], predicted)
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    probe = LogisticRegression(max_iter=2000).fit(encoder.encode(train[0]), train[1])
+    baseline = metrics(test[1], probe.predict(encoder.encode(test[0])).tolist())
+    result["baseline_logistic_regression"] = baseline | {"seconds": round(time.perf_counter() - start, 1)}
+    result["accuracy_ratio_to_baseline"] = round(result["accuracy"] / baseline["accuracy"], 4)
+    return result
 
 
 def run_finetune(train, test, args) -> dict:
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mode", choices=("head", "finetune"), default="head")
     parser.add_argument("--epochs", type=int, default=None, help="default: 60 (head), 3 (finetune)")
     parser.add_argument("--lr", type=float, default=None, help="default: 2e-3 (head), 1e-4 (finetune)")
-    parser.add_argument("--hidden", type=int, default=512, help="head hidden width (0 = linear)")
+    parser.add_argument("--hidden", type=int, default=0, help="head hidden width (0 = linear, what the reward uses)")
     parser.add_argument("--batch-size", type=int, default=32, help="finetune batch size")
     parser.add_argument("--max-train", type=int, default=None, help="finetune on the first N train examples only")
     parser.add_argument("--seed", type=int, default=0)

@@ -41,7 +41,7 @@ from torch import nn
 from csrl.data.schema import Conversation
 from csrl.rewards.context import TurnContext, contexts_from_conversation, moment_columns
 from csrl.rewards.encoder import TextEncoder
-from csrl.rewards.heads import check_encoder, check_training_set, fit_head, subsample
+from csrl.rewards.heads import check_encoder, check_training_set, fit_head, fit_linear_softmax, subsample
 from csrl.rewards.metrics import macro_f1
 
 WRONG_INTENT = -1.0 / 3.0  # the design's raw score for a wrong intent (−0.1 after the 0.3 weight)
@@ -271,8 +271,9 @@ class IntentClassifier:
 class IntentTrainConfig:
     """How the intent head is trained."""
 
-    epochs: int = field(default=40, metadata={"help": "passes over the (subsampled) examples"})
-    lr: float = field(default=1e-2, metadata={"help": "AdamW learning rate"})
+    epochs: int = field(default=40, metadata={"help": "hidden heads: passes over the (subsampled) examples"})
+    lr: float = field(default=1e-2, metadata={"help": "hidden heads: AdamW learning rate"})
+    c: float = field(default=10.0, metadata={"help": "linear heads: inverse L2 strength of the logistic regression"})
     max_examples: int = field(default=8000, metadata={"help": "subsample to this many texts (embedding is the cost)"})
     seed: int = field(default=0, metadata={"help": "subsampling, initialisation and shuffling seed"})
     # On STAR need texts a linear head matched or beat a 256-wide MLP (0.816 vs 0.804 on 2,000 test turns).
@@ -283,8 +284,9 @@ class IntentTrainConfig:
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"epochs={self.epochs}; train for at least 1 epoch")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr}; the learning rate must be > 0 (default 1e-2)")
+        for name, default in (("lr", "1e-2"), ("c", "10")):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)}; must be > 0 (default {default})")
         if self.max_examples < 2:
             raise ValueError(f"max_examples={self.max_examples}; keep at least 2 examples")
         if self.hidden < 0:
@@ -317,9 +319,7 @@ def train_intent_classifier(
     index = {name: i for i, name in enumerate(names)}
     x = torch.from_numpy(encoder.encode(texts))  # (N, dim)
     y = torch.tensor([index[label] for label in labels])  # (N,)
-    torch.manual_seed(config.seed)
-    head = IntentHead(encoder.dim, len(names), hidden=config.hidden)
-    fit_head(head, x, y, nn.CrossEntropyLoss(), config)
+    head = _fitted_head(x, y, len(names), config)
     return IntentClassifier(encoder, head, names, config.hidden)
 
 
@@ -458,10 +458,18 @@ def train_context_head(
     contexts = [contexts[i] for i in keep]
     x = moment_features(classifier.encoder, contexts)  # (N, 3 * dim)
     y = torch.tensor([classifier.index[ctx.gold_intent] for ctx in contexts])
+    return _fitted_head(x, y, len(classifier.labels), config)
+
+
+def _fitted_head(x: torch.Tensor, y: torch.Tensor, n_labels: int, config: IntentTrainConfig) -> IntentHead:
+    """A linear head fitted as scikit-learn's logistic regression, or a hidden-layer head trained with AdamW."""
     torch.manual_seed(config.seed)
-    head = IntentHead(x.shape[1], len(classifier.labels), hidden=config.hidden)
-    fit_head(head, x, y, nn.CrossEntropyLoss(), config)
-    return head
+    head = IntentHead(x.shape[1], n_labels, hidden=config.hidden)
+    if config.hidden == 0:
+        fit_linear_softmax(head.net[0], x, y, config.c)
+    else:
+        fit_head(head, x, y, nn.CrossEntropyLoss(), config)
+    return head.eval()
 
 
 __all__ = [

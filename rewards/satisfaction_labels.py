@@ -23,6 +23,10 @@ How training labels are made (:func:`satisfaction_examples`), for each logged ag
    a generic reply ("ok", "thanks", "", 0.1); the customer's own last message parroted back
    (0.15). A kind with no candidate falls back to a generic reply. Seeded.
 
+6. **Logs with no signal at all** (no ratings, no reaction that labels a turn, no outcomes: e.g. single-turn
+   Q/A exports): every logged agent reply is presumed good (source ``presumed_good``), so the stage learns
+   which reply fits the moment against the synthetic negatives of step 5.
+
 On STAR's train split (4,789 conversations, 42,673 agent turns; no per-turn ratings; outcomes
 mostly satisfied) this gives, with ``seed=0`` (``python -m csrl.rewards.satisfaction_labels`` prints them):
 
@@ -50,6 +54,7 @@ from csrl.data.schema import Conversation
 from csrl.rewards.context import TurnContext, contexts_from_conversation
 from csrl.rewards.heads import subsample
 
+PRESUMED_GOOD = "presumed_good"  # the label source of step 6
 SYNTHETIC_GENERIC_REPLIES = ("ok", "thanks", "", "Okay.", "Thank you.", "Sure.", "I see.", "Hello.")
 SYNTHETIC_KINDS = ("other_intent", "same_conversation_earlier", "same_conversation_later", "generic", "parrot")
 SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.4, 0.1, 0.15)  # P(kind) of each synthetic negative; wrong moments are 65%
@@ -195,6 +200,8 @@ def satisfaction_examples(
             if label is not None:
                 logged.append((ci, ctx, label, source))
         per_conversation.append(kept)
+    if not logged:  # step 6: no signal anywhere (single-turn Q/A exports): the logged replies are the good ones
+        logged = [(ci, ctx, 1, PRESUMED_GOOD) for ci, kept in enumerate(per_conversation) for ctx in kept]
     if max_contexts is not None:
         logged = [logged[i] for i in subsample(len(logged), max_contexts, seed)]
     examples = [SatisfactionExample(ctx, ctx.reply, label, source) for _, ctx, label, source in logged]
@@ -266,6 +273,7 @@ def label_counts(examples: Sequence[SatisfactionExample]) -> dict:
 
 
 __all__ = [
+    "PRESUMED_GOOD",
     "SYNTHETIC_GENERIC_REPLIES",
     "SYNTHETIC_KINDS",
     "SYNTHETIC_WEIGHTS",

@@ -48,7 +48,7 @@ from csrl.rewards.satisfaction import (
     evaluate_satisfaction,
     train_satisfaction_classifier,
 )
-from csrl.rewards.satisfaction_labels import label_counts, satisfaction_examples
+from csrl.rewards.satisfaction_labels import PRESUMED_GOOD, label_counts, satisfaction_examples
 from csrl.rewards.search.retriever import HybridRetriever, answer_supported_searches, logged_searches, retrieval_recall
 
 INFERRED_FILE = "inferred.json"  # what the logs lacked and how it was inferred (see csrl.dialogue.pipeline.inference)
@@ -181,7 +181,13 @@ def build_reward_stack(
     else:
         log("rewards: training the satisfaction classifier")
         examples = satisfaction_examples(train, training.seed, max_contexts=training.satisfaction_contexts)
-        update_json(folder / INFERRED_FILE, satisfaction_labels=label_counts(examples))
+        counts = label_counts(examples)
+        update_json(folder / INFERRED_FILE, satisfaction_labels=counts)
+        if PRESUMED_GOOD in counts["by_source"]:
+            log(
+                "inferred: the logs carry no ratings, outcomes or telling reactions; the satisfaction stage takes "
+                "the logged agent replies as good, against synthetic bad replies in the same context"
+            )
         satisfaction_config = SatisfactionTrainConfig(
             epochs=training.satisfaction_epochs, max_examples=training.satisfaction_max_examples, seed=training.seed
         )
@@ -230,6 +236,11 @@ def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int =
         for k in (1, 5):
             if recall:
                 metrics[f"retrieval.answer_recall@{k}"] = {"value": recall[f"recall@{k}"], "n": recall["n"]}
+                # a document of the same intent holding every word of the customer's that the answer's holds
+                metrics[f"retrieval.answer_recall_equivalent@{k}"] = {
+                    "value": recall[f"recall_equivalent@{k}"],
+                    "n": recall["n"],
+                }
     for kind, result in integrity_check(stack.reward, conversations, max_turns=max_turns, seed=seed).items():
         metrics[f"integrity.{kind}"] = {"value": result["accuracy"], "n": result["n"]}
     metrics["details"] = {"intent": intent, "satisfaction": satisfaction, "retrieval": recall}

@@ -117,7 +117,7 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None,
         conversations, steps = with_search_steps(conversations, retriever, k=config.env.search_top_k)
         log(
             f"sft: the logs have no lookups; {steps['search_steps']:,} of {steps['answers']:,} informative answers "
-            f"get a search: step ({steps['supported']:,} supported by the KB, the rest not found by a search)"
+            f"get a search: step (a search from the customer's words finds a document that supports the answer)"
         )
     examples = corpus_to_examples(conversations, split="train", results_char_budget=config.policy.results_char_budget)
     log(f"sft: {len(examples):,} logged agent turns from {used:,} training conversations")

@@ -113,3 +113,22 @@ def test_ranking_term_learns_an_order_the_labels_do_not_show():
 
     assert pairwise_accuracy(3.0) > 0.9
     assert pairwise_accuracy(0.0) < 0.75
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_a_linear_head_is_scikit_learns_logistic_regression(n_classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from csrl.rewards.heads import fit_linear_softmax
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=generator)
+    y = x[:, :n_classes].argmax(dim=1) if n_classes > 2 else (x[:, 0] > 0).long()  # learnable classes
+    linear = torch.nn.Linear(8, n_classes)
+    fit_linear_softmax(linear, x, y, c=10.0)
+    expected = LogisticRegression(C=10.0, max_iter=1000).fit(x.numpy(), y.numpy()).predict_proba(x.numpy())
+    with torch.no_grad():
+        proba = torch.softmax(linear(x), dim=-1).numpy()
+    assert np.allclose(proba, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="every one of the 3 classes needs an example"):
+        fit_linear_softmax(torch.nn.Linear(8, 3), x, (x[:, 0] > 0).long(), c=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from csrl.data.schema import Conversation, Turn
 from csrl.rewards.satisfaction_labels import (
     SYNTHETIC_GENERIC_REPLIES,
     SYNTHETIC_KINDS,
@@ -119,3 +120,22 @@ def test_wrong_moment_negatives_come_from_the_right_side_of_the_conversation(sta
     assert all(e.reply != e.context.reply for e in earlier + later)
     wrong_moment = len(earlier) + len(later)
     assert wrong_moment / sum(e.label == 0 for e in examples) > 0.4  # about half of the synthetic negatives
+
+
+def test_logs_without_any_signal_presume_the_logged_replies_good():
+    from csrl.rewards.satisfaction_labels import PRESUMED_GOOD
+
+    qa = [
+        Conversation(f"q{i}", (Turn("customer", question), Turn("agent", answer)))
+        for i, (question, answer) in enumerate(
+            [("How do I reset my password?", "Open Settings, then Security, and choose Reset password."),
+             ("Where is my order?", "Your order ships within two days; the tracking link is in your email.")]
+        )
+    ]  # fmt: skip
+    examples = satisfaction_examples(qa, seed=0)
+    logged = [e for e in examples if e.source == PRESUMED_GOOD]
+    assert [e.reply for e in logged] == [c.turns[1].text for c in qa] and all(e.label == 1 for e in logged)
+    assert len(examples) == 4 and all(e.label == 0 for e in examples[2:])  # one synthetic negative each
+    # one real signal anywhere and nothing is presumed
+    rated = qa + [Conversation("r", (Turn("customer", "Hi"), Turn("agent", "Hello"), Turn("customer", "thanks!")))]
+    assert PRESUMED_GOOD not in {e.source for e in satisfaction_examples(rated, seed=0)}

@@ -7,7 +7,7 @@ from support import KB, kb_conversations, text_only_conversations
 
 from csrl.data.schema import Conversation, Turn
 from csrl.dialogue.models.prompts import conversation_to_examples
-from csrl.dialogue.trainer.search_steps import search_query, with_search_steps
+from csrl.dialogue.trainer.search_steps import coverage, search_query, with_search_steps
 from csrl.rewards.search.retriever import HybridRetriever
 
 
@@ -22,6 +22,12 @@ def test_query_is_the_customers_content_words_newest_first():
     assert search_query(["yes", "no, please"]) == ""
 
 
+def test_coverage_counts_the_answers_content_words_once():
+    assert coverage("card card blocked", "the card") == 0.5
+    assert coverage("ok", "anything") == 0.0  # no content words: supports nothing
+    assert coverage("Your table is booked", "Table booked!") == 1.0
+
+
 def test_supported_answers_get_the_search_the_environment_would_run(retriever):
     chat = Conversation(
         "chat",
@@ -32,14 +38,14 @@ def test_supported_answers_get_the_search_the_environment_would_run(retriever):
             Turn("agent", "To report fraud we block the card and open a case for you."),
         ),
     )
-    conversations, counts = with_search_steps([chat, *text_only_conversations()], retriever, k=3, min_support=0.3)
+    conversations, counts = with_search_steps([chat, *text_only_conversations()], retriever, k=3)
     roles = [t.role for t in conversations[0].turns]
     assert roles == ["customer", "agent", "customer", "tool", "agent"]
     step = conversations[0].turns[3]
     assert step.query == "card was stolen someone stole"
     assert [d for d, _ in retriever.search([step.query], 3)[0]] == list(step.results)  # what the env would return
     assert "b-fraud" in [d.id for d in step.results]
-    assert counts["answers"] == 5 and counts["search_steps"] <= counts["supported"] <= counts["answers"]
+    assert counts["answers"] == 5 and 0 < counts["search_steps"] <= counts["answers"]
     assert counts["search_steps"] == sum(t.role == "tool" for c in conversations for t in c.turns)
 
     example = conversation_to_examples(conversations[0])[-1]
@@ -54,7 +60,7 @@ def test_supported_answers_get_the_search_the_environment_would_run(retriever):
 def test_logged_lookups_and_unsupported_answers_are_left_alone(retriever):
     logged = kb_conversations()
     out, counts = with_search_steps(logged, retriever)
-    assert out == logged and counts == {"answers": 0, "supported": 0, "search_steps": 0}
+    assert out == logged and counts == {"answers": 0, "search_steps": 0}
     off_topic = Conversation(
         "x",
         (
@@ -62,7 +68,7 @@ def test_logged_lookups_and_unsupported_answers_are_left_alone(retriever):
             Turn("agent", "Penguins wear tuxedos to every single party they attend."),
         ),
     )
-    out, counts = with_search_steps([off_topic], retriever, min_support=0.99)
+    out, counts = with_search_steps([off_topic], retriever)  # no result holds half of its words
     assert out == [off_topic] and counts["answers"] == 1 and counts["search_steps"] == 0
     with pytest.raises(ValueError, match="k=0"):
         with_search_steps([off_topic], retriever, k=0)
