@@ -102,22 +102,25 @@ def fit_linear_softmax(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor, c: f
     """Fit ``linear`` ``(dim -> n_classes)`` as scikit-learn's multinomial ``LogisticRegression`` (L-BFGS, L2 ``C=c``).
 
     The plain probe, fitted to convergence, rather than an optimiser's approximation of it: on frozen
-    Banking77 embeddings it scores 0.930 against 0.919 for AdamW on the same linear head. ``y`` must hold
-    every class index of the layer's outputs (two classes give one row of scikit-learn's coefficients,
-    split symmetrically so that the softmax of the two logits is its sigmoid).
+    Banking77 embeddings it scores 0.930 against 0.919 for AdamW on the same linear head. A class without
+    examples gets a zero weight and a bias 30 below the others (probability ~0); two classes give one row of
+    scikit-learn's coefficients, split symmetrically so that the softmax of the two logits is its sigmoid.
     """
     from sklearn.linear_model import LogisticRegression
 
-    n_classes = linear.out_features
-    if sorted(set(y.tolist())) != list(range(n_classes)):
-        raise ValueError(f"every one of the {n_classes} classes needs an example to fit a linear head")
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        raise ValueError(f"a linear head needs examples of at least 2 classes, got {len(present)}")
     model = LogisticRegression(C=c, max_iter=max_iter).fit(x.numpy(), y.numpy())
     coef, intercept = model.coef_, model.intercept_
-    if n_classes == 2:
+    if len(present) == 2:
         coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    weight = np.zeros((linear.out_features, x.shape[1]), dtype=np.float32)
+    bias = np.full(linear.out_features, intercept.min() - 30.0, dtype=np.float32)
+    weight[present], bias[present] = coef, intercept
     with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(coef))
-        linear.bias.copy_(torch.from_numpy(intercept))
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))
 
 
 __all__ = ["check_encoder", "check_training_set", "fit_head", "fit_linear_softmax", "subsample"]

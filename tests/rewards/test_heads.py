@@ -130,5 +130,9 @@ def test_a_linear_head_is_scikit_learns_logistic_regression(n_classes):
     with torch.no_grad():
         proba = torch.softmax(linear(x), dim=-1).numpy()
     assert np.allclose(proba, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="every one of the 3 classes needs an example"):
-        fit_linear_softmax(torch.nn.Linear(8, 3), x, (x[:, 0] > 0).long(), c=1.0)
+    missing = torch.nn.Linear(8, 3)  # class 2 has no example: never predicted
+    fit_linear_softmax(missing, x, (x[:, 0] > 0).long(), c=1.0)
+    with torch.no_grad():
+        assert torch.softmax(missing(x), dim=-1)[:, 2].max() < 1e-6
+    with pytest.raises(ValueError, match="at least 2 classes, got 1"):
+        fit_linear_softmax(torch.nn.Linear(8, 2), x, torch.zeros(200, dtype=torch.long), c=1.0)
