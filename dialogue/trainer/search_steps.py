@@ -18,6 +18,11 @@ can write from the dialogue finds that support, the example gets the lookup the 
   coverage keeps 171, nearly all of them answers of the same kind.)
 
 Logs with logged lookups keep exactly their own (STAR's SFT examples are unchanged).
+
+Off by default (``SFTConfig.search_steps``): on text-only STAR (quick preset, the same reward models for both
+runs, 400 held-out episodes each) 171 of 1,119 informative answers got a step, and the 4.3M-parameter policy
+trained from scratch scored 0.340 per turn after SFT against 0.411 without them (PPO: 0.324 against 0.357); it
+searched in under 2% of its PPO turns. The results block takes context a small policy needs for the dialogue.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ def text_only_run(tmp_path_factory, star_corpus):
             writer.writerows((conversation.id, t.role, t.text) for t in conversation.turns if t.role != "tool")
     held_back = {c.id: c.intent for c in subset.conversations}
     config = TrainConfig.from_preset("debug", data=DataConfig(source=str(folder / "logs.csv")))
+    config.sft.search_steps = True  # off by default (see SFTConfig); the run tests both inference and the steps
     messages = []
     train(config, folder / "run", progress=False, log=messages.append)
     return folder / "run", config, held_back, messages
