@@ -47,7 +47,8 @@ def cluster_keywords(texts: Sequence[str], labels: Sequence[int], n_clusters: in
         raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; pass one cluster label per text")
     if len(labels) and (labels.min() < 0 or labels.max() >= n_clusters):
         raise ValueError(f"labels must lie in range({n_clusters}); got {labels.min()}..{labels.max()}")
-    vectorizer = CountVectorizer(stop_words="english", ngram_range=(1, 2))
+    # words of two or more letters: order numbers, invoice ids and amounts say nothing about the intent
+    vectorizer = CountVectorizer(stop_words="english", ngram_range=(1, 2), token_pattern=r"(?u)\b[^\W\d_]{2,}\b")
     try:
         counts = vectorizer.fit_transform(texts)  # (n_texts, n_terms), sparse
     except ValueError:  # "empty vocabulary": every text is stop words

@@ -354,3 +354,9 @@ def test_few_texts_get_a_smaller_default_min_size(encoder):
     few = LOST_CARD[:4] + REFUND[:4]
     found = discover_intents(few, encoder, max_intents=10)
     assert found.k == 2 and cluster_metrics(GOLD[:4] + GOLD[12:16], found.labels)["ACC"] == 1.0
+
+
+def test_names_leave_out_numbers_and_ids():
+    keywords = cluster_keywords(["cancel order 00123842", "cancel my order 4432 now", "invoice 85632", "invoice 00108"],
+                                [0, 0, 1, 1], 2)  # fmt: skip
+    assert keywords == [["cancel", "cancel order", "order"], ["invoice"]]
