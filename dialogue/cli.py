@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from csrl.dialogue.config import PPOConfig
+from csrl.dialogue.config import PolicyConfig, PPOConfig
 from csrl.dialogue.pipeline.config import DataConfig, TrainConfig, load_config
 from csrl.dialogue.pipeline.presets import DEFAULT_PRESET, PRESETS
 from csrl.dialogue.pipeline.runs import POLICIES
@@ -103,6 +103,7 @@ class TrainArguments(MappingArguments):
     credit: str | None = config_field(
         PPOConfig, "credit", default=None, choices=CREDITS, note=f"default {PPOConfig().credit}"
     )
+    model: str | None = config_field(PolicyConfig, "model", default=None, note="default: the preset's")
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/PRESET, runs/PRESET-CREDIT)"})
     seed: int = config_field(DataConfig, "seed")
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
@@ -139,7 +140,13 @@ class EvalArguments(RunArguments):
 
     episodes: int | None = config_field(TrainConfig, "eval_episodes", default=None, note="default: the run's config")
     seed: int = field(default=0, metadata={"help": "episode seed (every policy plays the same ones)"})
-    json: bool = field(default=False, metadata={"help": "one JSON object on stdout, progress silenced"})
+    decoding: str = field(
+        default="both",
+        metadata={"help": "the policies' decoding: 'greedy' (a deployed bot), 'sampled' (what PPO explores) or both",
+                  "choices": ("both", "greedy", "sampled")},
+    )  # fmt: skip
+    json: bool = field(default=False, metadata={"help": "one JSON object on stdout (progress still goes to stderr)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress on stderr"})
 
 
 @dataclass
@@ -313,6 +320,8 @@ def _train(args: TrainArguments) -> int:
                           mapping=args.mapping, intents=args.intents,
                           max_discovered_intents=args.max_discovered_intents)  # fmt: skip
         config = TrainConfig.from_preset(preset, data=data, credit=args.credit)
+    if args.model is not None:
+        config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, model=args.model))
     if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
         config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
     train(config, out, resume=args.resume, progress=not args.quiet)
@@ -321,11 +330,12 @@ def _train(args: TrainArguments) -> int:
 
 
 def _eval(args: EvalArguments) -> int:
-    from csrl.dialogue.evaluation.evaluate import evaluate_run
+    from csrl.dialogue.evaluation.evaluate import DECODINGS, evaluate_run
     from csrl.dialogue.pipeline.runs import open_run
 
-    log = (lambda *_: None) if args.json else (lambda message: print(message, file=sys.stderr))
-    result = evaluate_run(open_run(args.run), episodes=args.episodes, seed=args.seed, log=log)
+    log = (lambda *_: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    decodings = DECODINGS if args.decoding == "both" else (args.decoding,)
+    result = evaluate_run(open_run(args.run), episodes=args.episodes, seed=args.seed, decodings=decodings, log=log)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

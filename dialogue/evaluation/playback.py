@@ -27,13 +27,16 @@ def _waiting_customer_messages(history: Sequence) -> list[str]:
     return messages[::-1]
 
 
-def _play(envs, episodes: int, seed: int, write_turns: Callable[[list[int]], list[str]], max_turns: int | None):
+def _play(envs, episodes: int, seed: int, write_turns: Callable[[list[int]], list[str]], max_turns: int | None,
+          progress: Callable[[int], None] | None = None):  # fmt: skip
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: play at least 1 episode")
     transcripts = []
     for round_start in range(0, episodes, len(envs)):
         seeds = [seed + round_start + i for i in range(len(envs))]
         transcripts += _play_round(envs, seeds, min(len(envs), episodes - round_start), write_turns, max_turns)
+        if progress is not None:
+            progress(len(transcripts))
     return transcripts
 
 
@@ -86,6 +89,7 @@ def play_episodes(
     temperature: float | None = None,
     policy_config: PolicyConfig | None = None,
     max_turns: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Transcripts of ``episodes`` episodes of the policy, played ``len(envs)`` at a time.
 
@@ -99,6 +103,7 @@ def play_episodes(
         policy_config: ``max_new_tokens``, ``top_k``, ``results_char_budget`` (default: ``PolicyConfig()``'s,
             with ``max_new_tokens`` lowered to fit the policy's context).
         max_turns: truncate after this many turns (default: the environments' limit).
+        progress: called with the number of episodes played after each batch of ``len(envs)``.
 
     Returns:
         One dict per episode: ``conversation_id``, ``intent``, ``turns`` (each ``turn``, ``customer`` -- the
@@ -117,10 +122,12 @@ def play_episodes(
     def write(active: list[int]) -> list[str]:
         return [t.action for t in generate_turns(policy, envs, active, policy_config, temperature, generator)]
 
-    return _play(envs, episodes, seed, write, max_turns)
+    return _play(envs, episodes, seed, write, max_turns, progress)
 
 
-def play_human_episodes(envs, episodes: int, seed: int = 0, *, max_turns: int | None = None) -> list[dict]:
+def play_human_episodes(
+    envs, episodes: int, seed: int = 0, *, max_turns: int | None = None, progress: Callable[[int], None] | None = None
+) -> list[dict]:
     """Transcripts of the logged human agent (``env.logged_action()``) on the same episodes as :func:`play_episodes`.
 
     With the same ``envs``, ``episodes`` and ``seed`` the conversations match the policy's one for one
@@ -130,4 +137,4 @@ def play_human_episodes(envs, episodes: int, seed: int = 0, *, max_turns: int | 
     def write(active: list[int]) -> list[str]:
         return [envs.bare[i].logged_action() or "" for i in active]
 
-    return _play(envs, episodes, seed, write, max_turns)
+    return _play(envs, episodes, seed, write, max_turns, progress)

@@ -10,6 +10,7 @@ log-prob, entropy and value in :meth:`evaluate` are those of the state that *cho
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import re
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.lora import AdapterDisabled, AdapterSnapshot, add_adapter, is_adapted, resolve_dtype
+from csrl.dialogue.models.pretrained import resolve_model
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FILE = "policy.json"
@@ -62,6 +65,10 @@ def build_default_lm(
     return GPT2LMHeadModel(gpt2_config)
 
 
+def _dtype_name(lm) -> str:
+    return str(next(lm.parameters()).dtype).removeprefix("torch.")
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"):
     """Token id lists as a left-padded batch: returns ``(input_ids, attention_mask)``, each ``(B, T)``.
 
@@ -93,6 +100,27 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
 
 
+def repeats_itself(tokens: Sequence[int], copies: int = 3, longest: int = 12) -> bool:
+    """Whether ``tokens`` end in a loop: a model writing ``Day=Saturday Day=Saturday Day=Saturday ...``.
+
+    A loop is ``copies`` back-to-back copies of one block of 2 to ``longest`` tokens, or ``2 * copies + 2`` copies of
+    one token (digits repeat legitimately: "1000").
+
+    >>> repeats_itself([7, 1, 2, 1, 2, 1, 2]), repeats_itself([7, 1, 2, 1, 2]), repeats_itself([5] * 7)
+    (True, False, False)
+    """
+    if len(tokens) >= 2 * copies + 2 and len(set(tokens[-(2 * copies + 2) :])) == 1:
+        return True
+    for period in range(2, longest + 1):
+        span = period * copies
+        if len(tokens) < span:
+            break
+        tail = tokens[-span:]
+        if len(set(tail[:period])) > 1 and all(tail[i] == tail[i % period] for i in range(period, span)):
+            return True
+    return False
+
+
 @dataclass
 class Generation:
     """What :meth:`ActorCritic.generate` wrote for each row of the batch.
@@ -101,7 +129,8 @@ class Generation:
         tokens: the new token ids of each row, up to and including the token that stopped it
             (the eos token included: ending the turn is an action).
         texts: each row's new tokens decoded, without the eos token.
-        stop_reasons: ``"eos"``, ``"stop"`` (a stop string or pattern matched) or ``"length"``.
+        stop_reasons: ``"eos"``, ``"stop"`` (a stop string or pattern matched), ``"repetition"`` (a loop, see
+            :func:`repeats_itself`) or ``"length"``.
         logprobs: log-probability of each new token under the sampling distribution.
     """
 
@@ -115,14 +144,20 @@ class ActorCritic(nn.Module):
     """A causal LM (the actor) with a scalar value head (the critic) on its last hidden state.
 
     Args:
-        lm: any transformers causal LM (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...).
+        lm: any transformers causal LM (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...), or one with a LoRA adapter
+            (a ``peft`` ``PeftModel``, see :mod:`csrl.dialogue.models.lora`).
         tokenizer: its tokenizer; used to encode prompts, decode and detect stop strings.
+        base: the model ``lm`` was loaded from (a packaged name, folder or hub id); an adapted policy is saved as
+            its adapters and rebuilt from this base.
+        merged: the adapters already merged into ``lm``'s weights, oldest first (the SFT adapter, during PPO).
     """
 
-    def __init__(self, lm: nn.Module, tokenizer):
+    def __init__(self, lm: nn.Module, tokenizer, *, base: str | None = None, merged: Sequence[AdapterSnapshot] = ()):
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
+        self.base = base
+        self.merged = list(merged)
         hidden_size = lm.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden_size, 1)
         # zero: every state starts at value 0, so the first advantages are the returns themselves. Random
@@ -135,7 +170,8 @@ class ActorCritic(nn.Module):
         tokenizer.padding_side = "left"
         tokenizer.truncation_side = "left"
         # transformers 5.2x renamed `past_key_values` to `cache`; older versions and some models keep the old name
-        self._cache_argument = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+        inner = lm.get_base_model() if is_adapted(lm) else lm  # a PeftModel's forward takes **kwargs
+        self._cache_argument = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
     # -- construction and persistence --------------------------------------------------------------
 
@@ -148,19 +184,42 @@ class ActorCritic(nn.Module):
         return cls(lm, tokenizer)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **lm_kwargs) -> ActorCritic:
-        """Load a policy folder written by :meth:`save`, or any causal LM folder / hub id (fresh value head).
+    def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | None = None, log=print, **lm_kwargs):
+        """Load a policy folder written by :meth:`save`, or any causal LM (fresh value head).
 
-        ``lm_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``gguf_file=...``, ``dtype=...``).
+        Args:
+            name_or_path: a policy folder, a packaged model name (``smollm2-135m-instruct``, see
+                :mod:`csrl.dialogue.models.pretrained`), any causal LM folder or a hub id.
+            dtype: the LM's weights, ``"auto"`` / ``"float32"`` / ``"bfloat16"`` (default: the dtype the policy
+                was saved with; float32 for other models). The value head stays float32.
+            log: hears a first-use conversion of a packaged model.
+            lm_kwargs: passed to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``gguf_file=...``).
         """
         from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer_kwargs = {"gguf_file": lm_kwargs["gguf_file"]} if "gguf_file" in lm_kwargs else {}
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **tokenizer_kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(name_or_path, **lm_kwargs)
-        policy = cls(lm, tokenizer)
-        head = Path(name_or_path) / VALUE_HEAD_FILE
+        folder = Path(name_or_path)
+        meta = json.loads((folder / POLICY_FILE).read_text()) if (folder / POLICY_FILE).is_file() else {}
+        dtype = dtype or meta.get("dtype", "float32")
+        lm_kwargs.setdefault("dtype", resolve_dtype(dtype))
+        if meta.get("base"):  # an adapted policy: rebuild it from its base, merged adapters and live adapter
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            lm = AutoModelForCausalLM.from_pretrained(resolve_model(meta["base"], log=log), **lm_kwargs)
+            merged = [AdapterSnapshot.read(folder / sub) for sub in meta.get("merged", [])]
+            for snapshot in merged:
+                lm = snapshot.merge_into(lm)
+            if meta.get("adapter"):
+                from peft import PeftModel
+
+                lm = PeftModel.from_pretrained(lm, str(folder / meta["adapter"]), is_trainable=True)
+            policy = cls(lm, tokenizer, base=meta["base"], merged=merged)
+        else:
+            source = resolve_model(str(name_or_path), log=log)
+            tokenizer_kwargs = {"gguf_file": lm_kwargs["gguf_file"]} if "gguf_file" in lm_kwargs else {}
+            tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(source, **lm_kwargs)
+            policy = cls(lm, tokenizer, base=str(name_or_path))
+        head = folder / VALUE_HEAD_FILE
         if head.exists():
             policy.value_head.load_state_dict(load_file(head))
         return policy
@@ -168,19 +227,68 @@ class ActorCritic(nn.Module):
     load = from_pretrained
 
     def save(self, folder: str | Path) -> Path:
-        """Write the LM (``save_pretrained``, safetensors), the value head (safetensors) and the tokenizer."""
+        """Write the policy: LM (or its adapters), value head and tokenizer, each in its own safetensors file.
+
+        A full model is ``save_pretrained``'s folder. An adapted one holds no base weights: ``adapter/`` (the live
+        LoRA adapter), ``merged/N/`` (adapters merged before it) and ``policy.json`` naming the base to rebuild from.
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(folder)
+        meta = {"class": "ActorCritic", "value_head": VALUE_HEAD_FILE, "dtype": _dtype_name(self.lm)}
+        if self.is_adapted:
+            self.lm.save_pretrained(folder / "adapter")
+            meta |= {"base": self.base, "adapter": "adapter", "merged": []}
+            for n, snapshot in enumerate(self.merged):
+                meta["merged"].append(str(snapshot.write(folder / "merged" / str(n)).relative_to(folder)))
+        else:
+            self.lm.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
             folder / VALUE_HEAD_FILE,
         )
-        (folder / POLICY_FILE).write_text(json.dumps({"value_head": VALUE_HEAD_FILE, "class": "ActorCritic"}) + "\n")
+        (folder / POLICY_FILE).write_text(json.dumps(meta) + "\n")
         return folder
+
+    def save_merged(self, folder: str | Path) -> Path:
+        """The LM with every adapter merged in, as a plain transformers folder with the tokenizer (for serving)."""
+        folder = Path(folder)
+        lm = self.lm
+        if self.is_adapted:
+            lm = AdapterSnapshot.of(self.lm).merge_into(copy.deepcopy(self.lm.get_base_model()))
+        lm.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return folder
+
+    # -- LoRA ----------------------------------------------------------------------------------------
+
+    @property
+    def is_adapted(self) -> bool:
+        """Whether the LM trains through a LoRA adapter (the base weights frozen)."""
+        return is_adapted(self.lm)
+
+    def add_adapter(self, r: int, alpha: int) -> ActorCritic:
+        """Put a fresh LoRA adapter on the LM (see :func:`csrl.dialogue.models.lora.add_adapter`); returns self."""
+        if self.is_adapted:
+            raise ValueError("the policy already has an adapter: merge_adapter() it first")
+        self.lm = add_adapter(self.lm, r, alpha)
+        return self
+
+    def merge_adapter(self) -> ActorCritic:
+        """Merge the adapter into the LM's weights, keeping its snapshot for :meth:`save`; returns self."""
+        if self.is_adapted:
+            snapshot = AdapterSnapshot.of(self.lm)
+            self.lm = self.lm.merge_and_unload()
+            self.merged.append(snapshot)
+        return self
+
+    def frozen_reference(self) -> AdapterDisabled:
+        """The policy with its adapter disabled: PPO's frozen reference, sharing these weights."""
+        if not self.is_adapted:
+            raise ValueError("only an adapted policy has a built-in reference: add_adapter() first")
+        return AdapterDisabled(self)
 
     @property
     def context_length(self) -> int | None:
@@ -276,6 +384,7 @@ class ActorCritic(nn.Module):
         top_k: int = 0,
         stop: Sequence[Stop] = (),
         generator: torch.Generator | None = None,
+        stop_on_repetition: bool = False,
     ) -> Generation:
         """Sample continuations of a left-padded batch with the KV cache; each row stops on its own.
 
@@ -292,6 +401,7 @@ class ActorCritic(nn.Module):
             top_k: sample among the ``k`` most likely tokens (0: all).
             stop: strings or compiled regexes searched in each row's new text.
             generator: a seeded ``torch.Generator`` for reproducible rollouts.
+            stop_on_repetition: also stop a row whose newest tokens loop (:func:`repeats_itself`).
 
         Returns:
             A :class:`Generation`.
@@ -341,6 +451,8 @@ class ActorCritic(nn.Module):
                     reasons[row] = "eos"
                 elif stop and self._stopped(tokens[row], stop):
                     reasons[row] = "stop"
+                elif stop_on_repetition and repeats_itself(tokens[row]):
+                    reasons[row] = "repetition"
                 elif step == max_new_tokens - 1:
                     reasons[row] = "length"
             if all(r is not None for r in reasons):

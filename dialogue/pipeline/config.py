@@ -92,7 +92,10 @@ class TrainConfig:
 
     preset: str = field(
         default=DEFAULT_PRESET,
-        metadata={"help": "run size: 'debug' (seconds, for tests), 'quick' (minutes on a laptop CPU) or 'full'"},
+        metadata={
+            "help": "run size: 'debug' (seconds, for tests), 'quick' (minutes on a laptop CPU; both a small GPT-2 "
+            "from scratch), 'pretrained' (SmolLM2 + LoRA on a CPU) or 'full' (a GPU)"
+        },  # fmt: skip
     )
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

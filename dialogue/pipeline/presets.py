@@ -1,6 +1,7 @@
 """The named run sizes ``debug`` / ``quick`` / ``full``, in one place, like nanoGPT's ``config/*.py``.
 
-``debug`` takes seconds (for tests), ``quick`` minutes on a laptop CPU, ``full`` is the real run.
+``debug`` takes seconds (for tests) and ``quick`` minutes on a laptop CPU, both with the small GPT-2 trained from
+scratch; ``pretrained`` trains SmolLM2-135M-Instruct with LoRA on a CPU (an hour or two); ``full`` is the GPU run.
 
 Each preset is a plain dict holding only what differs from the config dataclasses' defaults, one section
 per part of :class:`~csrl.dialogue.pipeline.config.TrainConfig`:
@@ -24,6 +25,8 @@ per part of :class:`~csrl.dialogue.pipeline.config.TrainConfig`:
 """
 
 from __future__ import annotations
+
+from csrl.dialogue.config import SMOLLM2
 
 # debug: seconds, for tests. Two intents only: the run must embed a few hundred KB documents, not thousands.
 DEBUG = {
@@ -68,7 +71,23 @@ QUICK = {
     "eval_episodes": 400,
 }  # fmt: skip
 
-# full: every conversation, a larger GPT-2, long PPO.
+# pretrained: SmolLM2-135M-Instruct with LoRA, sized for 2 CPU cores (~115 training and ~40 generated tokens/s
+# there). The reward models are quick's. Short prompts (the newest ~190 tokens: the last turns), a short SFT (an
+# instruct model learns the process format in ~100 steps), small PPO batches.
+PRETRAINED = {
+    "data": {},
+    "reward": {},
+    "reward_training": {},
+    "policy": {"model": SMOLLM2, "n_positions": 384, "max_new_tokens": 48, "results_char_budget": 360,
+               "stop_on_repetition": True},
+    "sft": {"max_conversations": 600, "max_steps": 120, "per_device_train_batch_size": 4, "max_length": 240,
+            "learning_rate": 3e-4},
+    "env": {},
+    "ppo": {"rollout_batch_size": 8, "turns_per_episode": 3, "total_iterations": 8, "learning_rate": 1e-4},
+    "eval_episodes": 200,
+}  # fmt: skip
+
+# full: every conversation, the pretrained policy with longer prompts and long PPO (sized for a GPU).
 FULL = {
     "data": {},
     "reward": {},
@@ -78,17 +97,16 @@ FULL = {
         "satisfaction_max_examples": 40000,
         "eval_max_turns": 2000,
     },
-    "policy": {"vocab_size": 8192, "n_layer": 8, "n_head": 8, "n_embd": 512, "n_positions": 1024,
-               "max_new_tokens": 128},
-    "sft": {"num_train_epochs": 3.0, "per_device_train_batch_size": 32, "max_length": 1024, "learning_rate": 5e-4},
+    "policy": {"model": SMOLLM2, "n_positions": 1024, "stop_on_repetition": True},
+    "sft": {"num_train_epochs": 2.0, "max_length": 768, "learning_rate": 2e-4},
     "env": {},
     "ppo": {"rollout_batch_size": 64, "turns_per_episode": 10, "total_iterations": 500, "minibatch_size": 32,
-            "update_epochs": 4},
+            "update_epochs": 4, "learning_rate": 5e-5},
     "eval_episodes": 500,
 }  # fmt: skip
 
-_BY_NAME = {"debug": DEBUG, "quick": QUICK, "full": FULL}
-PRESETS = tuple(_BY_NAME)  # ("debug", "quick", "full"): the names, smallest first
+_BY_NAME = {"debug": DEBUG, "quick": QUICK, "pretrained": PRETRAINED, "full": FULL}
+PRESETS = tuple(_BY_NAME)  # ("debug", "quick", "pretrained", "full"): the names, smallest first
 DEFAULT_PRESET = "quick"
 
 

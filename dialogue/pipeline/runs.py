@@ -17,6 +17,7 @@ from pathlib import Path
 
 from csrl.data import Corpus
 from csrl.data.files import is_done
+from csrl.dialogue.models.policy import POLICY_FILE
 from csrl.dialogue.pipeline.config import TrainConfig, load_config
 from csrl.dialogue.pipeline.training import load_training_corpus
 
@@ -65,7 +66,7 @@ class Run:
             folder = latest_policy_folder(self.path / "ppo")
         else:
             raise ValueError(f"policy {which!r}: expected 'ppo' or 'sft' ('human' replays the logs)")
-        if folder is None or not (folder / "config.json").exists():
+        if folder is None or not (folder / POLICY_FILE).exists():
             raise FileNotFoundError(
                 f"{self.path}: no trained {which} policy yet; run `csrl train --out {self.path} --resume` to finish it"
             )
@@ -75,7 +76,7 @@ class Run:
         """Policy ``which`` (``ppo`` or ``sft``), loaded in eval mode."""
         from csrl.dialogue.models.policy import ActorCritic
 
-        policy = ActorCritic.load(self.policy_folder(which))
+        policy = ActorCritic.load(self.policy_folder(which))  # in the dtype it was trained in
         policy.eval()
         return policy
 

@@ -100,16 +100,24 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None,
 
     if is_done(folder):
         log(f"sft: cached in {folder}")
-        return ActorCritic.load(folder)
+        return ActorCritic.load(folder, log=log)
     train = corpus.split("train")
     started = time.perf_counter()
-    if config.policy.is_default_model:
+    if config.policy.from_scratch:
         tokenizer = train_tokenizer_on_corpus(
             train, vocab_size=config.policy.vocab_size, model_max_length=config.policy.n_positions
         )
         policy = ActorCritic.from_config(tokenizer, config.policy)
     else:
-        policy = ActorCritic.from_pretrained(config.policy.model)
+        policy = ActorCritic.from_pretrained(config.policy.model, dtype=config.policy.dtype, log=log)
+        if config.policy.uses_lora:
+            policy.add_adapter(config.policy.lora_r, config.policy.lora_alpha)
+        trainable = sum(p.numel() for p in policy.lm.parameters() if p.requires_grad)
+        log(
+            f"sft: {config.policy.model} ({sum(p.numel() for p in policy.lm.parameters()) / 1e6:.1f}M parameters, "
+            f"{str(next(policy.lm.parameters()).dtype).removeprefix('torch.')}), {trainable / 1e6:.2f}M trained"
+            + (f" (LoRA r={config.policy.lora_r})" if config.policy.uses_lora else "")
+        )
     used = min(len(train), config.sft.max_conversations or len(train))
     conversations, steps = train[:used], None
     logged_lookups = any(turn.role == "tool" for conversation in train for turn in conversation.turns)
@@ -180,6 +188,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     )  # fmt: skip
     stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log)
     policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, log=log)
+    if policy.is_adapted:  # PPO trains a fresh adapter on the SFT model; disabling it gives the reference
+        policy.merge_adapter().add_adapter(config.policy.lora_r, config.policy.lora_alpha)
     envs = make_envs(
         corpus.split("train"), stack, config.env, config.ppo.rollout_batch_size, config.ppo.turns_per_episode
     )

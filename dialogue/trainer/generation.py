@@ -28,10 +28,15 @@ from csrl.env.turn_format import parse_agent_turn
 def turn_budget(context_length: int | None, policy_config: PolicyConfig) -> tuple[int, int]:
     """Token budgets ``(prompt, results)`` that keep prompt + both generations + results in the context.
 
+    The context is the model's, cut to ``policy_config.n_positions``: a pretrained LM's 8k positions would cost
+    minutes a turn on a CPU, and the newest turns are what the reply depends on.
+
     >>> turn_budget(256, PolicyConfig(n_positions=256, max_new_tokens=48))
     (96, 64)
+    >>> turn_budget(8192, PolicyConfig(n_positions=256, max_new_tokens=48))
+    (96, 64)
     """
-    context = context_length or policy_config.n_positions
+    context = min(context_length or policy_config.n_positions, policy_config.n_positions)
     results_cap = context // 4
     prompt_budget = context - 2 * policy_config.max_new_tokens - results_cap
     if prompt_budget < 16:
@@ -44,7 +49,7 @@ def turn_budget(context_length: int | None, policy_config: PolicyConfig) -> tupl
 
 def default_policy_config(policy) -> PolicyConfig:
     """``PolicyConfig()``'s generation settings, ``max_new_tokens`` lowered to fit ``policy``'s context."""
-    context = policy.context_length or PolicyConfig().n_positions
+    context = min(policy.context_length or PolicyConfig().n_positions, PolicyConfig().n_positions)
     return PolicyConfig(n_positions=context, max_new_tokens=min(PolicyConfig().max_new_tokens, context // 4))
 
 
@@ -97,7 +102,8 @@ def generate_turns(
     prompt_budget, results_cap = turn_budget(policy.context_length, policy_config)
     prompts = [build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in indices]
     query_ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
-    sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k)
+    sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k,
+                  stop_on_repetition=policy_config.stop_on_repetition)  # fmt: skip
 
     first = policy.generate(
         *left_pad(query_ids, pad_id, policy.device), stop=[SEARCH_PAUSE, *TURN_END_STOPS], generator=generator, **sample

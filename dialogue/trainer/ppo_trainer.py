@@ -4,7 +4,7 @@ Run directory written by :func:`train_ppo`::
 
     run_dir/
       ppo_config.json            PPOConfig and the generation settings of the run
-      reference/                 the frozen reference policy (the starting policy), saved once
+      reference/                 the frozen reference policy (the starting policy), saved once (not for LoRA)
       checkpoints/latest.json    {"iteration": n, "path": "iter_000n"}: the last complete iteration
       checkpoints/iter_000n/     policy (ActorCritic.save: safetensors) + state.pt (optimizer, RNG) + trainer_state.json
       buffers/iter_000n.parquet  the rollout of each iteration (TrajectoryBuffer)
@@ -123,6 +123,23 @@ def rollout_metrics(buffer: TrajectoryBuffer, stats: RolloutStats, turns: list[T
 # -- the loop --------------------------------------------------------------------------------------------
 
 
+def _saved_reference(policy, reference_dir: Path, resume: bool):
+    """The frozen copy of a fully trained policy: saved once at the start, loaded from disk on every (re)start."""
+    from csrl.dialogue.models.policy import ActorCritic
+
+    if not (resume and (reference_dir / "policy.json").is_file()):
+        tmp = reference_dir.with_name(".reference.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        policy.save(tmp)
+        if reference_dir.exists():
+            shutil.rmtree(reference_dir)
+        os.replace(tmp, reference_dir)
+    # loaded from disk, not deep-copied: a copy can share state with the policy through monkeypatched methods
+    reference = ActorCritic.load(reference_dir).to(policy.device)
+    return reference.eval().requires_grad_(False)
+
+
 def train_ppo(
     policy,
     envs,
@@ -137,7 +154,8 @@ def train_ppo(
 
     Args:
         policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`, typically after SFT; its state at the start (or
-            ``run_dir/reference`` when resuming) is the frozen reference of the KL penalty.
+            ``run_dir/reference`` when resuming) is the frozen reference of the KL penalty. An adapted policy (LoRA)
+            trains only its adapter and value head; its reference is itself with the adapter disabled.
         envs: :class:`~csrl.env.lockstep.LockstepEnvs` of ``config.rollout_batch_size`` environments sharing one reward.
         config: :class:`~csrl.dialogue.config.PPOConfig`; episodes are truncated after ``turns_per_episode`` turns.
         run_dir: where everything is written (see the module docstring).
@@ -157,7 +175,6 @@ def train_ppo(
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from csrl.dialogue.models.policy import ActorCritic
     from csrl.dialogue.trainer.buffer import TrajectoryBuffer  # noqa: F401  (documents what buffers/ holds)
 
     run_dir = Path(run_dir)
@@ -178,20 +195,14 @@ def train_ppo(
         json.dumps({"ppo": dataclasses.asdict(config), "policy": dataclasses.asdict(policy_config)}, indent=2) + "\n",
     )
 
-    reference_dir = run_dir / "reference"
-    if not (found and (reference_dir / "policy.json").is_file()):
-        tmp = run_dir / ".reference.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        policy.save(tmp)
-        if reference_dir.exists():
-            shutil.rmtree(reference_dir)
-        os.replace(tmp, reference_dir)
-    # loaded from disk, not deep-copied: a copy can share state with the policy through monkeypatched methods
-    reference = ActorCritic.load(reference_dir).to(policy.device)
-    reference.eval().requires_grad_(False)
+    if policy.is_adapted:  # the same weights with the adapter off: no second copy
+        reference = policy.frozen_reference()
+    else:
+        reference = _saved_reference(policy, run_dir / "reference", resume=found is not None)
 
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    # an adapted policy trains its adapter and value head only: the base weights are frozen
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
     start = 1
     metrics_log = read_metrics(run_dir) if found else []
     if found:

@@ -154,6 +154,9 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
         disable_tqdm=True,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # CPU: float32
         fp16=False,
+        # TRL turns activation checkpointing on by default: it halved LoRA training speed on 2 cores (95 vs ~200
+        # tokens/s), and the policies here fit in memory without it
+        gradient_checkpointing=False,
     )
     transformers.set_seed(config.seed)
     trainer = SFTTrainer(model=lm, args=args, train_dataset=dataset, processing_class=tokenizer)

@@ -66,6 +66,24 @@ def test_eval_prints_one_json_object_with_every_metric(debug_run, capsys):
     assert paired["n"] == 4 and paired["difference"] == pytest.approx(expected, abs=2e-4)
     kl = result["policy.ppo.kl"]  # a Monte-Carlo estimate: a 2-iteration run sits at ~0, either sign
     assert abs(kl["kl_per_token"]) < 0.5 and kl["tokens"] > 0
+    for prefix in ("policy.human", "policy.sft", "policy.ppo", "policy.sft.greedy", "policy.ppo.greedy"):
+        seen = result[f"{prefix}.behaviour"]
+        assert seen["turns"] >= 4 and 0 <= seen["search_rate"] <= 1 and 0 <= seen["distinct_1"] <= 1, prefix
+    assert result["policy.sft.greedy.reward"]["n"] == result["policy.ppo.greedy.reward"]["n"] == 4
+    assert result["policy.ppo.greedy.minus_sft"]["n"] == 4 and "policy.ppo.greedy.gap_closed" in result
+    assert result["policy.human.behaviour"]["intent_match"] > 0.5  # the logged agents name the labelled intent
+
+
+def test_eval_greedy_is_deterministic_and_shows_progress(debug_run, capsys):
+    out, _, _ = debug_run
+    runs = []
+    for _ in range(2):
+        assert main(["eval", "--run", str(out), "--json", "--episodes", "3", "--decoding", "greedy"]) == 0
+        captured = capsys.readouterr()
+        runs.append(json.loads(captured.out))
+    assert "policy.ppo.reward" not in runs[0] and "policy.ppo.greedy.reward" in runs[0]
+    assert runs[0]["policy.ppo.greedy.reward"] == runs[1]["policy.ppo.greedy.reward"]
+    assert "eval: ppo (greedy): 3/3 episodes" in captured.err
 
 
 def test_simulate_writes_transcripts_and_report(debug_run, tmp_path, capsys):
