@@ -85,6 +85,15 @@ def word_set(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def is_complaint(message: str) -> bool:
+    """Whether a customer message complains or shows frustration (the pattern :func:`reaction_label` labels 0).
+
+    >>> is_complaint("This is useless, I already told you!"), is_complaint("Thanks, that's great")
+    (True, False)
+    """
+    return bool(_COMPLAINT.search(message))
+
+
 def reaction_label(next_message: str, previous_message: str | None = None) -> tuple[int | None, str]:
     """Label an agent turn from the customer's next message: ``(1 | 0 | None, reason)``.
 
@@ -97,7 +106,7 @@ def reaction_label(next_message: str, previous_message: str | None = None) -> tu
     >>> reaction_label("Yes please")
     (None, 'neutral')
     """
-    if _COMPLAINT.search(next_message):
+    if is_complaint(next_message):
         return 0, "complaint"
     if previous_message is not None:
         now, before = word_set(next_message), word_set(previous_message)

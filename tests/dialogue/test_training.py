@@ -56,7 +56,8 @@ def test_eval_prints_one_json_object_with_every_metric(debug_run, capsys):
     result = json.loads(capsys.readouterr().out)
     for key in ("intent.accuracy", "intent.macro_f1", "satisfaction.auc", "satisfaction.macro_f1",
                 "retrieval.recall@1", "retrieval.recall@5", "integrity.other_intent", "integrity.same_conversation",
-                "integrity.generic", "integrity.parrot", "integrity.wrong_intent"):  # fmt: skip
+                "integrity.generic", "integrity.parrot", "integrity.wrong_intent", "integrity.rude",
+                "integrity.garbled"):  # fmt: skip
         assert "n" in result[key], key
     for agent in ("human", "sft", "ppo"):
         summary = result[f"policy.{agent}.reward"]

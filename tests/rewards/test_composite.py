@@ -1,10 +1,13 @@
+import dataclasses
+
+import numpy as np
 import pytest
 
 from csrl.data import Conversation, Turn
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.config import RewardConfig
 from csrl.rewards.context import TurnContext, contexts_from_conversation
-from csrl.rewards.integrity import NEGATIVES, build_integrity_pairs, integrity_check
+from csrl.rewards.integrity import GARBLINGS, NEGATIVES, build_integrity_pairs, garble, integrity_check
 from csrl.rewards.rules import LengthReward
 
 
@@ -110,3 +113,37 @@ def test_integrity_pairs_and_a_reward_that_knows_the_real_reply():
     assert result["wrong_intent"]["accuracy"] == 1.0
     # replies of the same conversation are real replies too: this reward cannot tell them apart
     assert result["same_conversation"]["accuracy"] == 0.5
+
+
+def test_rude_and_garbled_negatives_keep_the_turns_knowledge_and_intent():
+    convs = [
+        _conv("a", "weather", ["It will be sunny and warm all day in Detroit.", "Anything else I can do for you?"]),
+        _conv("b", "bank", ["Your current balance is five dollars.", "Goodbye and have a nice day."]),
+    ]
+    without = build_integrity_pairs(convs, max_turns=10, seed=0)
+    assert without["rude"] == []  # no complaint in these logs
+    complaint = Turn("customer", "This is useless, I already told you that!")
+    convs[1] = dataclasses.replace(convs[1], turns=(*convs[1].turns, complaint))
+    pairs = build_integrity_pairs(convs, max_turns=10, seed=0)
+    assert pairs["rude"] and all(neg.reply == complaint.text for _, neg in pairs["rude"])
+    assert len(pairs["garbled"]) == 4
+    for real, neg in pairs["rude"] + pairs["garbled"]:
+        assert (neg.declared_intent, neg.knowledge, neg.search_query) == (
+            real.declared_intent, real.knowledge, real.search_query
+        )  # fmt: skip
+        assert neg.reply != real.reply
+    replies = {kind: [(r.reply, n.reply) for r, n in pairs[kind]] for kind in ("other_intent", "same_conversation")}
+    assert replies == {k: [(r.reply, n.reply) for r, n in without[k]] for k in replies}  # the new kinds draw apart
+
+
+@pytest.mark.parametrize("how", GARBLINGS)
+def test_garble_breaks_a_reply_the_way_its_name_says(how):
+    text = "Could I have your full name and the account number, please?"
+    broken = garble(text, how, np.random.default_rng(3))
+    assert broken != text
+    if how == "drop":
+        assert set(broken.split()) < set(text.split()) and len(broken.split()) == len(text.split()) - 3
+    elif how == "shuffle":
+        assert sorted(broken.split()) == sorted(text.split())
+    else:
+        assert len(broken.split()) == len(text.split()) and len(broken) <= len(text)
