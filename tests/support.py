@@ -218,6 +218,7 @@ GGUF_TEXTS = [
     "Call 555-0123 at 10:30 am; the total is 2048 dollars.",
     "Hello world\nHello there, how are you?",
     "customer: where is my order 12345?\nagent: it ships on day 3.",
+    "two  spaces  before  7,  and\n 42 after a newline",  # whitespace runs: where the digit splits differ
 ] * 4
 
 
@@ -227,15 +228,19 @@ def llama_cpp_permute(weight, n_head):
     return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def write_tiny_llama_gguf(path):
+def write_tiny_llama_gguf(path, pre="gpt2"):
     """Write a random tiny Llama and a byte-level BPE tokenizer to one F32 GGUF file; returns ``(model, tokenizer)``.
 
     The tokenizer splits text with GPT-2's regex (digit runs kept whole, so merged): that is what transformers
     rebuilds for a ``gpt2`` vocabulary whose ``tokenizer.ggml.pre`` (here "gpt2") it has no split of its own for, so
-    both give the same ids. The tensors are laid out as llama.cpp's convert script writes them: q/k rows permuted.
+    both give the same ids. ``pre="smollm"`` splits digits first, as SmolLM2 does (the conversion must restore it).
+    The tensors are laid out as llama.cpp's convert script writes them: q/k rows permuted.
     """
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if pre == "smollm":  # SmolLM2's: every digit on its own first
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                         pre_tokenizers.ByteLevel(add_prefix_space=False)])  # fmt: skip
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320, special_tokens=GGUF_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
@@ -274,7 +279,7 @@ def write_tiny_llama_gguf(path):
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types([gguf.TokenType.CONTROL if t in GGUF_SPECIALS else gguf.TokenType.NORMAL for t in tokens])
     merges = json.loads(backend.to_str())["model"]["merges"]

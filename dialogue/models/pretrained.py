@@ -56,6 +56,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     if not gguf_path.is_file():
         raise FileNotFoundError(f"{gguf_path}: no such GGUF file")
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    _split_like_llama_cpp(tokenizer, gguf_path)
     lm = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype="float32")
     # the weights are plain floats now: without this, save_pretrained refuses (a "quantized" model) and the saved
     # config would send the next load back to the GGUF file
@@ -72,6 +73,24 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def _split_like_llama_cpp(tokenizer, gguf_path: Path) -> None:
+    """Split text as llama.cpp does for the GGUF's ``tokenizer.ggml.pre`` where transformers has no split of its own.
+
+    SmolLM2's is ``smollm``: every digit on its own, then GPT-2's split (llama.cpp ``LLAMA_VOCAB_PRE_TYPE_SMOLLM``).
+    transformers falls back to GPT-2's split alone, which cuts the whitespace before a digit differently
+    (``"a  1"``: ``a``, ``Ġ``, ``Ġ``, ``1`` against ``a``, ``ĠĠ``, ``1``).
+    """
+    import gguf
+    from tokenizers import pre_tokenizers
+
+    field = gguf.GGUFReader(gguf_path).fields.get("tokenizer.ggml.pre")
+    pre = bytes(field.parts[field.data[0]]).decode() if field is not None else None
+    if pre == "smollm":
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
 
 
 def resolve_model(name: str, log=print) -> str:

@@ -114,3 +114,14 @@ def test_resolve_model_converts_once_into_the_cache(tiny, monkeypatch, tmp_path)
     input_ids = torch.tensor([[1, 5, 17, 42, 2]])
     with torch.no_grad():
         torch.testing.assert_close(lm(input_ids=input_ids).logits, model(input_ids=input_ids).logits)
+
+
+def test_smollm_digit_splitting_is_restored(tmp_path):
+    model, tokenizer = write_tiny_llama_gguf(tmp_path / "tiny-smollm.gguf", pre="smollm")
+    converted = AutoTokenizer.from_pretrained(convert_gguf(tmp_path / "tiny-smollm.gguf", tmp_path / "out"))
+    for text in ["a  1", "x\n 42", "order 12345 costs $9.99", *STRINGS]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert converted(text, add_special_tokens=False)["input_ids"] == ids, text
+    assert converted.convert_ids_to_tokens(converted(" 12345", add_special_tokens=False)["input_ids"])[-5:] == list(
+        "12345"
+    )
