@@ -185,6 +185,14 @@ class ServeArguments(RunArguments):
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata={"help": "largest request body accepted"})
 
 
+@dataclass
+class ExportArguments(RunArguments):
+    """Write a trained policy as one plain transformers folder (adapters merged) for serving engines."""
+
+    out: str = field(metadata={"help": "the folder to write (must not exist)"})
+    policy: str = field(default="ppo", metadata={"help": "which policy", "choices": ("ppo", "sft")})
+
+
 # -- the subcommands -------------------------------------------------------------------------------
 
 
@@ -360,6 +368,19 @@ def _simulate(args: SimulateArguments) -> int:
     return 0
 
 
+def _export(args: ExportArguments) -> int:
+    from pathlib import Path
+
+    from csrl.dialogue.pipeline.runs import open_run
+
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists: choose a new --out (nothing is overwritten)")
+    open_run(args.run).policy(args.policy).save_merged(out)
+    print(f"exported the {args.policy} policy to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
 def _score(args: ScoreArguments) -> int:
     from csrl.dialogue.pipeline.runs import open_run
     from csrl.dialogue.serving.scoring import score_file
@@ -456,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_command(commands, "simulate", SimulateArguments, _simulate)
     _add_command(commands, "score", ScoreArguments, _score)
     _add_command(commands, "serve", ServeArguments, _serve)
+    _add_command(commands, "export", ExportArguments, _export)
     return parser
 
 

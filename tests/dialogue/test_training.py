@@ -87,6 +87,23 @@ def test_eval_greedy_is_deterministic_and_shows_progress(debug_run, capsys):
     assert "eval: ppo (greedy): 3/3 episodes" in captured.err
 
 
+def test_export_writes_a_plain_transformers_folder_of_the_policy(debug_run, tmp_path, capsys):
+    out, _, _ = debug_run
+    assert main(["export", "--run", str(out), "--out", str(tmp_path / "export")]) == 0
+    from transformers import AutoModelForCausalLM
+
+    from csrl.dialogue.pipeline.runs import open_run
+
+    policy = open_run(out).policy("ppo")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    input_ids, attention_mask = policy.encode(["customer: Hi\nagent:\n"])
+    with torch.no_grad():
+        expected = policy.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(exported(input_ids=input_ids, attention_mask=attention_mask).logits, expected)
+    assert main(["export", "--run", str(out), "--out", str(tmp_path / "export")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
 def test_simulate_writes_transcripts_and_report(debug_run, tmp_path, capsys):
     out, _, _ = debug_run
     transcripts, report = tmp_path / "t.jsonl", tmp_path / "r.html"
