@@ -56,6 +56,8 @@ class CompositeReward:
         components: name -> component.
         weights: name -> weight; every component needs one.
         skip_zero_weight: leave weight-0 components out of the computation.
+        gates: name -> gating component: the named component's score is multiplied by the gate's raw score (in
+            [0, 1]) before weighting; the ungated score is reported as ``NAME_ungated`` (unweighted).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class CompositeReward:
         weights: Mapping[str, float],
         *,
         skip_zero_weight: bool = False,
+        gates: Mapping[str, str] | None = None,
     ):
         missing = sorted(set(components) - set(weights))
         extra = sorted(set(weights) - set(components))
@@ -74,6 +77,10 @@ class CompositeReward:
         self.components = dict(components)
         self.weights = {name: float(weights[name]) for name in components}
         self.skip_zero_weight = skip_zero_weight
+        self.gates = dict(gates or {})
+        unknown = sorted(set(self.gates.items()) - {(a, b) for a in components for b in components if a != b})
+        if unknown:
+            raise ValueError(f"gates {unknown}: each must pair two different components")
 
     def score(self, contexts: Sequence[TurnContext]) -> list[RewardBreakdown]:
         """Score a batch of turns; each component sees the whole batch once."""
@@ -89,7 +96,11 @@ class CompositeReward:
         results = []
         for i in range(len(contexts)):
             components = {name: scores[i] for name, scores in raw.items()}
-            weighted = {name: self.weights[name] * value for name, value in components.items()}
+            for name, gate in self.gates.items():
+                if name in components and gate in raw:
+                    components[f"{name}_ungated"] = components[name]
+                    components[name] *= raw[gate][i]
+            weighted = {name: self.weights[name] * components[name] for name in raw}
             results.append(RewardBreakdown(total=sum(weighted.values()), components=components, weighted=weighted))
         return results
 

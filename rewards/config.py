@@ -33,6 +33,11 @@ class RewardConfig:
         default="auto",
         metadata={"help": "'auto' (bfloat16 where the hardware has it natively, else float32), 'float32', 'bfloat16'"},
     )
+    retrieval_fit_gate: bool = field(
+        default=False,
+        metadata={"help": "count the knowledge only as far as the reply fits the moment: retrieval = relevance × "
+                          "the satisfaction stage's P(fits); the relevance itself stays as retrieval_ungated"},
+    )  # fmt: skip
 
     def __post_init__(self):
         for name, value in self.weights.items():
@@ -63,6 +68,11 @@ class RewardTrainingConfig:
     satisfaction_max_examples: int = field(default=8000, metadata={"help": "examples the satisfaction head trains on"})
     satisfaction_epochs: int = field(default=30, metadata={"help": "passes of the satisfaction head"})
     eval_max_turns: int = field(default=500, metadata={"help": "held-out agent turns for satisfaction and integrity"})
+    broken_reply_negatives: bool = field(
+        default=False,
+        metadata={"help": "the satisfaction stage also learns from rude (a logged complaint) and garbled (words "
+                          "dropped, shuffled, misspelt) replies as synthetic negatives"},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "subsampling and initialisation seed"})
 
     def __post_init__(self):

@@ -9,7 +9,8 @@ is scored against five negatives in the same context:
 - ``parrot``: the customer's last message sent back, declaring the right intent;
 - ``wrong_intent``: the real reply and knowledge with a wrong declared intent;
 - ``rude``: a logged customer complaint ("this is useless, I already told you") sent as the reply;
-- ``garbled``: the real reply with words dropped, shuffled or misspelt (:func:`garble`), what a broken policy writes.
+- ``garbled``: the real reply with words dropped, shuffled or misspelt, as a broken policy writes
+  (:func:`~csrl.rewards.satisfaction_labels.garble`).
 
 ``rude`` and ``garbled`` keep the real turn's intent, search and knowledge: a policy can search well and still
 write a bad reply, and the reward must not pay for the search alone. The pairwise accuracy is P(real > negative),
@@ -26,41 +27,10 @@ import numpy as np
 from csrl.data.schema import Conversation
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.context import TurnContext, contexts_from_conversation
-from csrl.rewards.satisfaction_labels import is_complaint
+from csrl.rewards.satisfaction_labels import GARBLINGS, garble, is_complaint
 
 NEGATIVES = ("other_intent", "same_conversation", "generic", "parrot", "wrong_intent", "rude", "garbled")
-GARBLINGS = ("drop", "shuffle", "misspell")
 INTEGRITY_GENERIC_REPLIES = ("ok", "thanks", "Okay.", "Thank you.", "Sure.", "")
-
-
-def garble(text: str, how: str, rng: np.random.Generator) -> str:
-    """``text`` broken as a weak generator breaks it (``how``: ``drop``, ``shuffle`` or ``misspell``).
-
-    ``drop`` leaves out a third of the words, ``shuffle`` reorders them, ``misspell`` breaks half of the words of four
-    letters or more (two inner letters swapped, or one left out).
-
-    >>> rng = np.random.default_rng(0)
-    >>> garble("Could I get your full name, please?", "drop", rng)
-    'Could I get your please?'
-    >>> sorted(garble("a b c d", "shuffle", rng).split())
-    ['a', 'b', 'c', 'd']
-    """
-    words = text.split()
-    if how == "drop" and len(words) > 1:
-        drop = set(rng.choice(len(words), size=max(1, len(words) // 3), replace=False).tolist())
-        return " ".join(w for i, w in enumerate(words) if i not in drop)
-    if how == "shuffle" and len(set(words)) > 1:
-        order = list(range(len(words)))
-        while order == sorted(order):
-            order = rng.permutation(len(words)).tolist()
-        return " ".join(words[i] for i in order)
-    broken = []
-    for word in words:
-        if len(word) >= 4 and rng.random() < 0.5:
-            i = int(rng.integers(1, len(word) - 2))
-            word = word[:i] + word[i + 1] + word[i] + word[i + 2 :] if rng.random() < 0.5 else word[:i] + word[i + 1 :]
-        broken.append(word)
-    return " ".join(broken)
 
 
 def build_integrity_pairs(

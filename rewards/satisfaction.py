@@ -49,6 +49,7 @@ from csrl.rewards.encoder import TextEncoder
 from csrl.rewards.heads import check_encoder, fit_head, subsample
 from csrl.rewards.metrics import macro_f1, roc_auc
 from csrl.rewards.satisfaction_labels import (
+    BROKEN_KINDS,
     SYNTHETIC_KINDS,
     SatisfactionExample,
     ranking_pairs,
@@ -354,8 +355,12 @@ def evaluate_satisfaction(
     max_contexts: int | None = 1000,
     seed: int = 0,
     threshold: float = 0.5,
+    broken: bool = False,
 ) -> dict:
     """Held-out metrics on examples made exactly as for training from ``conversations``.
+
+    ``broken``: with the rude and garbled negatives too, as
+    :func:`~csrl.rewards.satisfaction_labels.satisfaction_examples` makes them.
 
     Returns:
         ``{"auc", "macro_f1", "n"}`` over logged + synthetic examples, plus ``"logged"`` (accuracy,
@@ -363,13 +368,13 @@ def evaluate_satisfaction(
         label source) and ``"seconds"``.
     """
     start = time.perf_counter()
-    examples = satisfaction_examples(conversations, seed, max_contexts=max_contexts)
+    examples = satisfaction_examples(conversations, seed, max_contexts=max_contexts, broken=broken)
     if not examples:
         raise ValueError("no labelled agent turns to evaluate: pass held-out conversations with outcomes or ratings")
     proba = classifier.predict_proba([e.context for e in examples], [e.reply for e in examples])
     labels = np.array([e.label for e in examples])
     predicted = (proba >= threshold).astype(int)
-    synthetic = np.array([e.source in SYNTHETIC_KINDS for e in examples])
+    synthetic = np.array([e.source in SYNTHETIC_KINDS + BROKEN_KINDS for e in examples])
     logged = ~synthetic
     by_source = {}
     for source in sorted({e.source for e in examples}):

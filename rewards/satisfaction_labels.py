@@ -27,6 +27,11 @@ How training labels are made (:func:`satisfaction_examples`), for each logged ag
    Q/A exports): every logged agent reply is presumed good (source ``presumed_good``), so the stage learns
    which reply fits the moment against the synthetic negatives of step 5.
 
+7. **Broken replies** (``broken=True``; ``RewardTrainingConfig.broken_reply_negatives``): a rude reply (a logged
+   customer complaint sent back as the agent's) and a garbled one (the logged reply with words dropped, shuffled
+   or misspelt, :func:`garble`) join the synthetic kinds (``BROKEN_WEIGHTS``), so that a reward-hacking policy's
+   broken sentences lose to the fluent reply they imitate.
+
 On STAR's train split (4,789 conversations, 42,673 agent turns; no per-turn ratings; outcomes
 mostly satisfied) this gives, with ``seed=0`` (``python -m csrl.rewards.satisfaction_labels`` prints them):
 
@@ -58,6 +63,10 @@ PRESUMED_GOOD = "presumed_good"  # the label source of step 6
 SYNTHETIC_GENERIC_REPLIES = ("ok", "thanks", "", "Okay.", "Thank you.", "Sure.", "I see.", "Hello.")
 SYNTHETIC_KINDS = ("other_intent", "same_conversation_earlier", "same_conversation_later", "generic", "parrot")
 SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.4, 0.1, 0.15)  # P(kind) of each synthetic negative; wrong moments are 65%
+# with broken=True (step 7): a rude reply (a logged complaint) and a garbled one join, the wrong moments keep 65%
+BROKEN_KINDS = ("rude", "garbled")
+BROKEN_WEIGHTS = (0.08, 0.25, 0.4, 0.05, 0.07, 0.05, 0.1)  # SYNTHETIC_KINDS + BROKEN_KINDS
+GARBLINGS = ("drop", "shuffle", "misspell")
 
 # Reactions to the agent's last reply. Complaints are checked before thanks ("thanks for nothing").
 _COMPLAINT = re.compile(
@@ -179,6 +188,7 @@ def satisfaction_examples(
     *,
     max_contexts: int | None = None,
     synthetic: bool = True,
+    broken: bool = False,
 ) -> list[SatisfactionExample]:
     """Labelled (context, reply, label) examples from logs, plus synthetic negatives.
 
@@ -188,6 +198,7 @@ def satisfaction_examples(
         max_contexts: keep a seeded sample of at most this many labelled agent turns (embedding
             the contexts is the cost); ``None`` keeps all.
         synthetic: add one synthetic negative per logged example (module docstring, step 5).
+        broken: draw rude and garbled replies among the synthetic negatives too (step 7).
 
     Returns:
         Logged examples first, then the synthetic ones.
@@ -217,18 +228,59 @@ def satisfaction_examples(
     if not synthetic:
         return examples
     pool = [(ci, ctx) for ci, kept in enumerate(per_conversation) for ctx in kept]
+    kinds, weights = (
+        (SYNTHETIC_KINDS + BROKEN_KINDS, BROKEN_WEIGHTS) if broken else (SYNTHETIC_KINDS, SYNTHETIC_WEIGHTS)
+    )
+    said = [t.text for c in conversations for t in c.turns if t.role == "customer"]
+    complaints = sorted({text for text in said if is_complaint(text)}) if broken else []
     for ci, ctx, _, _ in logged:
-        reply, kind = _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng)
+        kind = kinds[int(rng.choice(len(kinds), p=weights))]
+        reply = None
+        if kind == "rude" and complaints:
+            reply = complaints[int(rng.integers(len(complaints)))]
+        elif kind == "garbled":
+            reply = garble(ctx.reply, GARBLINGS[int(rng.integers(len(GARBLINGS)))], rng)
+        if reply is None or reply == ctx.reply:  # the fluent kinds, and a reply too short to break
+            reply, kind = _synthetic_reply(kind, ci, ctx, conversations, per_conversation, pool, rng)
         examples.append(SatisfactionExample(ctx, reply, 0, kind))
     return examples
 
 
-def _synthetic_reply(ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
-    """A bad reply for ``ctx``: a kind drawn by ``SYNTHETIC_WEIGHTS``, falling back to a generic reply.
+def garble(text: str, how: str, rng: np.random.Generator) -> str:
+    """``text`` broken as a weak generator breaks it (``how``: ``drop``, ``shuffle`` or ``misspell``).
+
+    ``drop`` leaves out a third of the words, ``shuffle`` reorders them, ``misspell`` breaks half of the words of four
+    letters or more (two inner letters swapped, or one left out).
+
+    >>> rng = np.random.default_rng(0)
+    >>> garble("Could I get your full name, please?", "drop", rng)
+    'Could I get your please?'
+    >>> sorted(garble("a b c d", "shuffle", rng).split())
+    ['a', 'b', 'c', 'd']
+    """
+    words = text.split()
+    if how == "drop" and len(words) > 1:
+        drop = set(rng.choice(len(words), size=max(1, len(words) // 3), replace=False).tolist())
+        return " ".join(w for i, w in enumerate(words) if i not in drop)
+    if how == "shuffle" and len(set(words)) > 1:
+        order = list(range(len(words)))
+        while order == sorted(order):
+            order = rng.permutation(len(words)).tolist()
+        return " ".join(words[i] for i in order)
+    broken = []
+    for word in words:
+        if len(word) >= 4 and rng.random() < 0.5:
+            i = int(rng.integers(1, len(word) - 2))
+            word = word[:i] + word[i + 1] + word[i] + word[i + 2 :] if rng.random() < 0.5 else word[:i] + word[i + 1 :]
+        broken.append(word)
+    return " ".join(broken)
+
+
+def _synthetic_reply(kind, ci, ctx, conversations, per_conversation, pool, rng) -> tuple[str, str]:
+    """A bad reply of ``kind`` for ``ctx`` (one of ``SYNTHETIC_KINDS``), falling back to a generic reply.
 
     A wrong-moment kind with no sibling on its side (earlier / later) takes one from the other side.
     """
-    kind = SYNTHETIC_KINDS[int(rng.choice(len(SYNTHETIC_KINDS), p=SYNTHETIC_WEIGHTS))]
     intent = ctx.gold_intent or conversations[ci].intent
     if kind == "other_intent":
         for _ in range(20):

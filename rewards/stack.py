@@ -81,7 +81,8 @@ def _compose(config, retrieval: RetrievalReward, intent: IntentClassifier, satis
         "length": LengthReward(),
         "repetition": RepetitionReward(),
     }
-    return CompositeReward(components, config.weights)
+    gates = {"retrieval": "satisfaction"} if config.retrieval_fit_gate else None
+    return CompositeReward(components, config.weights, gates=gates)
 
 
 def reward_encoder(config: RewardConfig) -> TextEncoder:
@@ -180,7 +181,9 @@ def build_reward_stack(
         satisfaction = SatisfactionClassifier.load(folder / "satisfaction", encoder)
     else:
         log("rewards: training the satisfaction classifier")
-        examples = satisfaction_examples(train, training.seed, max_contexts=training.satisfaction_contexts)
+        examples = satisfaction_examples(
+            train, training.seed, max_contexts=training.satisfaction_contexts, broken=training.broken_reply_negatives
+        )
         counts = label_counts(examples)
         update_json(folder / INFERRED_FILE, satisfaction_labels=counts)
         if PRESUMED_GOOD in counts["by_source"]:
@@ -200,7 +203,9 @@ def build_reward_stack(
     stack = RewardStack(config, encoder, list(corpus.knowledge_base), retriever, intent, satisfaction, reward)
     log("rewards: held-out evaluation")
     start = time.perf_counter()
-    metrics = evaluate_reward_stack(stack, test, max_turns=training.eval_max_turns, seed=training.seed)
+    metrics = evaluate_reward_stack(
+        stack, test, max_turns=training.eval_max_turns, seed=training.seed, broken=training.broken_reply_negatives
+    )
     timings["evaluation_s"] = round(time.perf_counter() - start, 1)
     metrics["timings"] = timings
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -209,15 +214,22 @@ def build_reward_stack(
     return stack
 
 
-def evaluate_reward_stack(stack: RewardStack, conversations, *, max_turns: int = 500, seed: int = 0) -> dict:
-    """Held-out metrics of every learned component and the composite's integrity, as flat dotted keys."""
+def evaluate_reward_stack(
+    stack: RewardStack, conversations, *, max_turns: int = 500, seed: int = 0, broken: bool = False
+) -> dict:
+    """Held-out metrics of every learned component and the composite's integrity, as flat dotted keys.
+
+    ``broken``: the satisfaction examples include the rude and garbled negatives, as in a training that used them.
+    """
     metrics: dict = {}
     intent = evaluate_intent(stack.intent, conversations)
     metrics["intent.accuracy"] = {"value": intent["accuracy"], "n": intent["n"]}
     metrics["intent.macro_f1"] = {"value": intent["macro_f1"], "n": intent["n"]}
     for part in ("single_task", "multi_task"):  # STAR: multi-task dialogues switch intent mid-conversation
         metrics[f"intent.accuracy_{part}"] = {"value": intent[part]["accuracy"], "n": intent[part]["n"]}
-    satisfaction = evaluate_satisfaction(stack.satisfaction, conversations, max_contexts=max_turns, seed=seed)
+    satisfaction = evaluate_satisfaction(
+        stack.satisfaction, conversations, max_contexts=max_turns, seed=seed, broken=broken
+    )
     metrics["satisfaction.auc"] = {"value": satisfaction["auc"], "n": satisfaction["n"]}
     metrics["satisfaction.macro_f1"] = {"value": satisfaction["macro_f1"], "n": satisfaction["n"]}
     rated = evaluate_on_ratings(stack.satisfaction, conversations)

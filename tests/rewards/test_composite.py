@@ -7,8 +7,9 @@ from csrl.data import Conversation, Turn
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.config import RewardConfig
 from csrl.rewards.context import TurnContext, contexts_from_conversation
-from csrl.rewards.integrity import GARBLINGS, NEGATIVES, build_integrity_pairs, garble, integrity_check
+from csrl.rewards.integrity import NEGATIVES, build_integrity_pairs, integrity_check
 from csrl.rewards.rules import LengthReward
+from csrl.rewards.satisfaction_labels import GARBLINGS, garble
 
 
 class Table:
@@ -147,3 +148,22 @@ def test_garble_breaks_a_reply_the_way_its_name_says(how):
         assert sorted(broken.split()) == sorted(text.split())
     else:
         assert len(broken.split()) == len(text.split()) and len(broken) <= len(text)
+
+
+def test_a_gate_scales_one_component_by_another_and_keeps_the_ungated_score():
+    class Const:
+        def __init__(self, value):
+            self.value = value
+
+        def score(self, contexts):
+            return [self.value] * len(contexts)
+
+    stages = {"intent": Const(1.0), "retrieval": Const(0.8), "satisfaction": Const(0.25)}
+    weights = {"intent": 0.3, "retrieval": 0.5, "satisfaction": 0.2}
+    gated = CompositeReward(stages, weights, gates={"retrieval": "satisfaction"}).score([None])[0]
+    assert gated.components["retrieval"] == pytest.approx(0.2) and gated.components["retrieval_ungated"] == 0.8
+    assert gated.weighted["retrieval"] == pytest.approx(0.1) and "retrieval_ungated" not in gated.weighted
+    assert gated.total == pytest.approx(0.3 + 0.1 + 0.05)
+    assert CompositeReward(stages, weights).score([None])[0].total == pytest.approx(0.3 + 0.4 + 0.05)
+    with pytest.raises(ValueError, match="gates"):
+        CompositeReward(stages, weights, gates={"retrieval": "tone"})

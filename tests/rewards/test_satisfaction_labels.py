@@ -7,9 +7,12 @@ import pytest
 
 from csrl.data.schema import Conversation, Turn
 from csrl.rewards.satisfaction_labels import (
+    BROKEN_KINDS,
+    BROKEN_WEIGHTS,
     SYNTHETIC_GENERIC_REPLIES,
     SYNTHETIC_KINDS,
     SYNTHETIC_WEIGHTS,
+    is_complaint,
     label_counts,
     logged_label,
     ranking_pairs,
@@ -75,6 +78,23 @@ def test_logged_label_table(turns, satisfied, expected, fraud_conversation):
 def test_synthetic_weights_are_a_distribution_over_the_kinds():
     assert len(SYNTHETIC_WEIGHTS) == len(SYNTHETIC_KINDS)
     assert sum(SYNTHETIC_WEIGHTS) == pytest.approx(1.0)
+    assert len(BROKEN_WEIGHTS) == len(SYNTHETIC_KINDS + BROKEN_KINDS) and sum(BROKEN_WEIGHTS) == pytest.approx(1.0)
+    assert sum(BROKEN_WEIGHTS[1:3]) == pytest.approx(sum(SYNTHETIC_WEIGHTS[1:3]))  # the wrong moments keep their 65%
+
+
+def test_broken_negatives_are_logged_complaints_and_garbled_logged_replies(star_corpus):
+    conversations = star_corpus.split("test")[:60]
+    plain = satisfaction_examples(conversations, seed=1)
+    examples = satisfaction_examples(conversations, seed=1, broken=True)
+    assert [e for e in examples if e.label == 1] == [e for e in plain if e.label == 1]  # the logged labels stay
+    rude = [e for e in examples if e.source == "rude"]
+    garbled = [e for e in examples if e.source == "garbled"]
+    assert rude and garbled and all(e.label == 0 for e in rude + garbled)
+    complaints = {t.text for c in conversations for t in c.turns if t.role == "customer" and is_complaint(t.text)}
+    assert all(e.reply in complaints for e in rude)
+    for e in garbled:  # the reply of the same moment, broken: mostly the same words
+        assert e.reply != e.context.reply and set(e.reply.split()) & set(e.context.reply.split())
+    assert not {"rude", "garbled"} & {e.source for e in plain}
 
 
 def test_examples_pair_each_logged_turn_with_a_synthetic_negative_in_the_same_context(fraud_conversation):
