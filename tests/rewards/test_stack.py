@@ -46,3 +46,23 @@ def test_a_finished_folder_is_loaded_not_retrained(debug_run):
     assert messages == [f"rewards: cached in {folder}"]
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == files
     assert stack.intents == load_reward_stack(folder, encoder=stack.encoder).intents
+
+
+def test_the_gate_and_broken_negatives_reach_the_trained_stack(debug_run, held_out_contexts, tmp_path):
+    import dataclasses
+    import json
+
+    run = open_run(debug_run[0])
+    copy = shutil.copytree(debug_run[0] / "rewards", tmp_path / "rewards")
+    for name in ("satisfaction", DONE, "metrics.json"):  # retrain only the satisfaction stage
+        shutil.rmtree(copy / name) if (copy / name).is_dir() else (copy / name).unlink()
+    config = dataclasses.replace(run.config.reward, retrieval_fit_gate=True)
+    training = dataclasses.replace(run.config.reward_training, broken_reply_negatives=True)
+    stack = build_reward_stack(run.corpus, copy, config, training, log=lambda *_: None)
+    sources = json.loads((copy / "inferred.json").read_text())["satisfaction_labels"]["by_source"]
+    assert sources.get("rude", 0) + sources.get("garbled", 0) > 0
+    scored = stack.reward.score(held_out_contexts)
+    for result in scored:
+        parts = result.components
+        assert parts["retrieval"] == pytest.approx(parts["retrieval_ungated"] * parts["satisfaction"])
+    assert load_reward_stack(copy, encoder=stack.encoder).config.retrieval_fit_gate
