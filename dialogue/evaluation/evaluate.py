@@ -25,6 +25,7 @@ from csrl.dialogue.trainer.generation import GeneratedTurn, default_policy_confi
 from csrl.dialogue.trainer.rollout import score_tokens
 
 EVAL_FILE = "eval.json"
+TRANSCRIPTS_FILE = "eval_transcripts.jsonl"  # every episode csrl eval played: read what the policies wrote
 
 
 DECODINGS = ("sampled", "greedy")  # sampled: what PPO explores (the policy's temperature); greedy: a deployed bot
@@ -78,7 +79,8 @@ def evaluate_run(
     Every agent plays the same conversations. Per policy and decoding: ``policy.AGENT.reward`` (sampled) or
     ``policy.AGENT.greedy.reward``, with ``...behaviour`` beside it (:mod:`csrl.dialogue.evaluation.behaviour`: reply
     length, diversity, search and intent rates, which the reward never saw); for PPO also ``gap_closed`` (the share
-    of the SFT -> human gap it closed) and ``minus_sft`` (the paired difference, with its CI).
+    of the SFT -> human gap it closed) and ``minus_sft`` (the paired difference, with its CI). Every episode
+    played is written to ``eval_transcripts.jsonl`` beside ``eval.json``, with its ``policy`` and ``decoding``.
     """
     started = time.perf_counter()
     result = json.loads((run.path / "rewards" / "metrics.json").read_text())
@@ -108,6 +110,7 @@ def evaluate_run(
         )
     result["eval_wall_s"] = round(time.perf_counter() - started, 1)
     (run.path / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    write_transcripts([e for episodes in played.values() for e in episodes], run.path / TRANSCRIPTS_FILE)
     return result
 
 

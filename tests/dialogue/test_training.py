@@ -73,6 +73,14 @@ def test_eval_prints_one_json_object_with_every_metric(debug_run, capsys):
     assert result["policy.sft.greedy.reward"]["n"] == result["policy.ppo.greedy.reward"]["n"] == 4
     assert result["policy.ppo.greedy.minus_sft"]["n"] == 4 and "policy.ppo.greedy.gap_closed" in result
     assert result["policy.human.behaviour"]["intent_match"] > 0.5  # the logged agents name the labelled intent
+    played = [json.loads(line) for line in (out / "eval_transcripts.jsonl").read_text().splitlines()]
+    assert len(played) == 5 * 4 and {(e["policy"], e.get("decoding")) for e in played} == {
+        ("human", None),
+        ("sft", "sampled"),
+        ("sft", "greedy"),
+        ("ppo", "sampled"),
+        ("ppo", "greedy"),
+    }
 
 
 def test_eval_greedy_is_deterministic_and_shows_progress(debug_run, capsys):
