@@ -75,6 +75,9 @@ class PolicyConfig:
     stop_on_repetition: bool = field(
         default=False, metadata={"help": "end a generation that loops (the same few tokens three times in a row)"}
     )
+    constrain_intent: bool = field(
+        default=False, metadata={"help": "the intent: line may only name an intent the policy was taught"}
+    )
     results_char_budget: int = field(default=600, metadata={"help": "characters of KB results shown to the policy"})
     seed: int = field(default=0, metadata={"help": "seed for model initialisation and tokenizer training"})
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.constraints import IntentConstraint
 from csrl.dialogue.models.lora import AdapterDisabled, AdapterSnapshot, add_adapter, is_adapted, resolve_dtype
 from csrl.dialogue.models.pretrained import resolve_model
 
@@ -150,14 +151,17 @@ class ActorCritic(nn.Module):
         base: the model ``lm`` was loaded from (a packaged name, folder or hub id); an adapted policy is saved as
             its adapters and rebuilt from this base.
         merged: the adapters already merged into ``lm``'s weights, oldest first (the SFT adapter, during PPO).
+        intents: the intent names the policy was taught to declare (for ``PolicyConfig.constrain_intent``).
     """
 
-    def __init__(self, lm: nn.Module, tokenizer, *, base: str | None = None, merged: Sequence[AdapterSnapshot] = ()):
+    def __init__(self, lm: nn.Module, tokenizer, *, base: str | None = None, merged: Sequence[AdapterSnapshot] = (),
+                 intents: Sequence[str] = ()):  # fmt: skip
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.base = base
         self.merged = list(merged)
+        self.intents = list(intents)
         hidden_size = lm.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden_size, 1)
         # zero: every state starts at value 0, so the first advantages are the returns themselves. Random
@@ -219,6 +223,7 @@ class ActorCritic(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_kwargs)
             lm = AutoModelForCausalLM.from_pretrained(source, **lm_kwargs)
             policy = cls(lm, tokenizer, base=str(name_or_path))
+        policy.intents = meta.get("intents", [])
         head = folder / VALUE_HEAD_FILE
         if head.exists():
             policy.value_head.load_state_dict(load_file(head))
@@ -236,7 +241,8 @@ class ActorCritic(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"class": "ActorCritic", "value_head": VALUE_HEAD_FILE, "dtype": _dtype_name(self.lm)}
+        meta = {"class": "ActorCritic", "value_head": VALUE_HEAD_FILE, "dtype": _dtype_name(self.lm),
+                "intents": self.intents}  # fmt: skip
         if self.is_adapted:
             self.lm.save_pretrained(folder / "adapter")
             meta |= {"base": self.base, "adapter": "adapter", "merged": []}
@@ -255,6 +261,8 @@ class ActorCritic(nn.Module):
     def save_merged(self, folder: str | Path) -> Path:
         """The LM with every adapter merged in, as a plain transformers folder with the tokenizer (for serving)."""
         folder = Path(folder)
+        if folder.exists():
+            raise FileExistsError(f"{folder} already exists: choose a new folder (nothing is overwritten)")
         lm = self.lm
         if self.is_adapted:
             lm = AdapterSnapshot.of(self.lm).merge_into(copy.deepcopy(self.lm.get_base_model()))
@@ -385,6 +393,7 @@ class ActorCritic(nn.Module):
         stop: Sequence[Stop] = (),
         generator: torch.Generator | None = None,
         stop_on_repetition: bool = False,
+        constraint: IntentConstraint | None = None,
     ) -> Generation:
         """Sample continuations of a left-padded batch with the KV cache; each row stops on its own.
 
@@ -402,6 +411,7 @@ class ActorCritic(nn.Module):
             stop: strings or compiled regexes searched in each row's new text.
             generator: a seeded ``torch.Generator`` for reproducible rollouts.
             stop_on_repetition: also stop a row whose newest tokens loop (:func:`repeats_itself`).
+            constraint: limits each row's first tokens to the ``intent:`` lines of a catalogue.
 
         Returns:
             A :class:`Generation`.
@@ -428,6 +438,8 @@ class ActorCritic(nn.Module):
         logprobs: list[list[float]] = [[] for _ in range(batch_size)]
         reasons: list[str | None] = [None] * batch_size
         for step in range(max_new_tokens):
+            if constraint is not None:
+                logits = constraint.mask(logits, [t if r is None else [] for t, r in zip(tokens, reasons, strict=True)])
             if temperature == 0:
                 log_dist = F.log_softmax(logits, dim=-1)  # (B, V)
                 next_token = log_dist.argmax(-1)  # (B,)

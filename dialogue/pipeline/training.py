@@ -86,8 +86,10 @@ def load_training_corpus(config: DataConfig) -> Corpus:
 # -- stages ----------------------------------------------------------------------------------------
 
 
-def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None, log=print):
+def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None, intents=(), log=print):
     """Train the tokenizer and fine-tune the policy on the logged agent turns (cached in ``folder``).
+
+    The policy keeps ``intents`` (the reward's) as the names it may declare (``PolicyConfig.constrain_intent``).
 
     Logs without logged lookups get ``search:`` steps where the KB supports an answer (``config.sft.search_steps``,
     needs the reward stack's ``retriever``; see :mod:`csrl.dialogue.trainer.search_steps`).
@@ -130,6 +132,7 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None,
     examples = corpus_to_examples(conversations, split="train", results_char_budget=config.policy.results_char_budget)
     log(f"sft: {len(examples):,} logged agent turns from {used:,} training conversations")
     metrics = run_sft(policy, policy.tokenizer, examples, config.sft, folder / "trainer")
+    policy.intents = list(intents)
     if steps is not None:
         metrics["search_steps"] = steps
     policy.save(folder)
@@ -187,7 +190,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         max_intents=config.data.max_discovered_intents, seed=config.data.seed, log=log,
     )  # fmt: skip
     stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log)
-    policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, log=log)
+    policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, intents=stack.intents, log=log)
     if policy.is_adapted:  # PPO trains a fresh adapter on the SFT model; disabling it gives the reference
         policy.merge_adapter().add_adapter(config.policy.lora_r, config.policy.lora_alpha)
     envs = make_envs(

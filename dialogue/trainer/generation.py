@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from csrl.dialogue.config import PolicyConfig
+from csrl.dialogue.models.constraints import IntentConstraint
 from csrl.dialogue.models.policy import left_pad
 from csrl.dialogue.models.prompts import SEARCH_PAUSE, TURN_END_STOPS, build_prompt, cut_turn_end, results_text
 from csrl.env.turn_format import parse_agent_turn
@@ -90,7 +91,8 @@ def generate_turns(
         policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
         envs: the :class:`~csrl.env.lockstep.LockstepEnvs`.
         indices: the environments to write for (active ones).
-        policy_config: ``max_new_tokens``, ``top_k`` and ``results_char_budget`` of the policy config.
+        policy_config: ``max_new_tokens``, ``top_k``, ``stop_on_repetition``, ``constrain_intent`` (to
+            ``policy.intents``) and ``results_char_budget`` of the policy config.
         temperature: sampling temperature (0: greedy).
         generator: seeded sampling.
 
@@ -104,10 +106,11 @@ def generate_turns(
     query_ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
     sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k,
                   stop_on_repetition=policy_config.stop_on_repetition)  # fmt: skip
-
+    constrained = policy_config.constrain_intent and policy.intents
     first = policy.generate(
-        *left_pad(query_ids, pad_id, policy.device), stop=[SEARCH_PAUSE, *TURN_END_STOPS], generator=generator, **sample
-    )
+        *left_pad(query_ids, pad_id, policy.device), stop=[SEARCH_PAUSE, *TURN_END_STOPS], generator=generator,
+        constraint=IntentConstraint(tokenizer, policy.intents) if constrained else None, **sample,
+    )  # fmt: skip
     paused = [
         row
         for row, (text, reason) in enumerate(zip(first.texts, first.stop_reasons, strict=True))
