@@ -157,3 +157,21 @@ def test_rollout_buffer_round_trips_through_parquet(rollout, tmp_path):
     loaded = TrajectoryBuffer.load(buffer.save(tmp_path / "buffers" / "iter_0001.parquet"))
     assert loaded == buffer
     assert loaded.records[0].components and loaded.records[0].token_rewards
+
+
+def test_constrain_intent_makes_the_taught_policy_declare_a_catalogue_intent(policy):
+    import dataclasses
+
+    from csrl.dialogue.trainer.generation import generate_turns
+    from csrl.env.turn_format import parse_agent_turn
+
+    envs = make_envs(n=2, max_turns=1)
+    envs.reset(seeds=[0, 1])
+    policy.intents = ["fraud"]  # the taught policy always writes "intent: weather"
+    intents = {}
+    for constrain in (False, True):
+        config = dataclasses.replace(GENERATION, constrain_intent=constrain)
+        turns = generate_turns(policy, envs, [0, 1], config, temperature=0)
+        intents[constrain] = [parse_agent_turn(t.action).intent for t in turns]
+    assert "weather" in intents[False] and "fraud" not in intents[False]
+    assert intents[True] == ["fraud", "fraud"]
