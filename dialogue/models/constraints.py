@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from csrl.env.turn_format import format_agent_turn
+
 
 class IntentConstraint:
     r"""The ``intent: NAME\n`` lines of a catalogue as a token trie.
@@ -42,7 +44,8 @@ class IntentConstraint:
         self._trie: dict[int, dict] = {}
         for name in self.intents:
             node = self._trie
-            for token in tokenizer(f"intent: {name}\n", add_special_tokens=False)["input_ids"]:
+            line = format_agent_turn(name, "").split("\n", 1)[0] + "\n"  # the turn format's own intent line
+            for token in tokenizer(line, add_special_tokens=False)["input_ids"]:
                 node = node.setdefault(token, {})
 
     def allowed(self, tokens: Sequence[int]) -> list[int] | None:
@@ -54,9 +57,12 @@ class IntentConstraint:
                 return None
         return list(node) or None
 
-    def mask(self, logits: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``logits`` ``(B, V)`` with ``-inf`` on each token the constraint forbids after row ``b``'s ``rows[b]``."""
-        allowed = [self.allowed(tokens) for tokens in rows]
+    def mask(self, logits: torch.Tensor, rows: Sequence[Sequence[int] | None]) -> torch.Tensor:
+        """``logits`` ``(B, V)`` with ``-inf`` on each token the constraint forbids after row ``b``'s ``rows[b]``.
+
+        A row given as ``None`` (one that stopped) is left as it is.
+        """
+        allowed = [None if tokens is None else self.allowed(tokens) for tokens in rows]
         if all(a is None for a in allowed):
             return logits
         keep = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)

@@ -151,17 +151,18 @@ class ActorCritic(nn.Module):
         base: the model ``lm`` was loaded from (a packaged name, folder or hub id); an adapted policy is saved as
             its adapters and rebuilt from this base.
         merged: the adapters already merged into ``lm``'s weights, oldest first (the SFT adapter, during PPO).
-        intents: the intent names the policy was taught to declare (for ``PolicyConfig.constrain_intent``).
+
+    ``intents`` (saved in ``policy.json``) are the names the policy was taught to declare, for
+    ``PolicyConfig.constrain_intent``; training sets them.
     """
 
-    def __init__(self, lm: nn.Module, tokenizer, *, base: str | None = None, merged: Sequence[AdapterSnapshot] = (),
-                 intents: Sequence[str] = ()):  # fmt: skip
+    def __init__(self, lm: nn.Module, tokenizer, *, base: str | None = None, merged: Sequence[AdapterSnapshot] = ()):
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.base = base
         self.merged = list(merged)
-        self.intents = list(intents)
+        self.intents: list[str] = []
         hidden_size = lm.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden_size, 1)
         # zero: every state starts at value 0, so the first advantages are the returns themselves. Random
@@ -439,7 +440,8 @@ class ActorCritic(nn.Module):
         reasons: list[str | None] = [None] * batch_size
         for step in range(max_new_tokens):
             if constraint is not None:
-                logits = constraint.mask(logits, [t if r is None else [] for t, r in zip(tokens, reasons, strict=True)])
+                active_rows = [t if r is None else None for t, r in zip(tokens, reasons, strict=True)]
+                logits = constraint.mask(logits, active_rows)
             if temperature == 0:
                 log_dist = F.log_softmax(logits, dim=-1)  # (B, V)
                 next_token = log_dist.argmax(-1)  # (B,)
