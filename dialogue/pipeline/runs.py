@@ -80,6 +80,15 @@ class Run:
         policy.eval()
         return policy
 
+    def replier(self, which: str = "ppo"):
+        """A :class:`~csrl.dialogue.serving.reply.Replier`: policy ``which`` answering with the run's KB and reward."""
+        from csrl.dialogue.serving.reply import Replier
+
+        stack = self.stack
+        return Replier(self.policy(which), stack.reward, stack.retriever, policy_config=self.config.policy,
+                       search_top_k=self.config.env.search_top_k,
+                       max_observation_chars=self.config.env.max_observation_chars)  # fmt: skip
+
 
 def open_run(path: str | Path) -> Run:
     """Open a run folder written by ``csrl train`` (its config must be there; models load lazily)."""

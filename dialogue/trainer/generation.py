@@ -5,7 +5,8 @@ and the policy writes the agent turn for all of them in one batched
 :meth:`~csrl.dialogue.models.policy.ActorCritic.generate` that pauses after a ``search:`` line. The rows that
 paused get their environment's search results inserted as
 :func:`~csrl.dialogue.models.prompts.results_text` tokens -- the environment's, not the policy's: action
-mask 0 -- and write their ``reply:`` in a second batched generation.
+mask 0 -- and write their ``reply:`` in a second batched generation. :func:`write_turns` does this for any
+prompts and any search (serving answers plain dialogues with the run's KB); :func:`generate_turns` for environments.
 
 Token budget of one turn: the prompt keeps its newest ``n_positions - 2 * max_new_tokens - results cap``
 tokens (``results cap = n_positions // 4``), so prompt, both generations and the results block always fit the
@@ -14,7 +15,7 @@ context, and the PPO update sees exactly the tokens the policy was conditioned o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,7 @@ class GeneratedTurn:
         action: the text the environment receives: ``text`` up to a turn-end stop. The results block stays in
             (the environment ignores it), so the ``search:`` value it parses ends where the policy's did.
         searched: the turn paused for a search and got results inserted.
+        documents: the search's results (``None``: no search).
     """
 
     query_ids: list[int]
@@ -74,6 +76,22 @@ class GeneratedTurn:
     text: str
     action: str
     searched: bool = False
+    documents: tuple | None = None
+
+
+def results_ids(tokenizer, documents, policy_config: PolicyConfig, results_cap: int) -> list[int]:
+    """The tokens of the results block inserted after a ``search:`` line: at most ``results_cap``, newline last."""
+    ids = tokenizer(results_text(documents, policy_config.results_char_budget), add_special_tokens=False)["input_ids"]
+    if len(ids) > results_cap:  # keep the first documents, and the newline that ends the block
+        ids = ids[: results_cap - 1] + tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
+    return ids
+
+
+def prompt_ids(policy, prompts: Sequence[str], policy_config: PolicyConfig) -> list[list[int]]:
+    """Each prompt's newest tokens that fit the turn budget (:func:`turn_budget`)."""
+    prompt_budget, _ = turn_budget(policy.context_length, policy_config)
+    tokenizer = policy.tokenizer
+    return [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
 
 
 @torch.no_grad()
@@ -85,25 +103,57 @@ def generate_turns(
     temperature: float,
     generator: torch.Generator | None = None,
 ) -> list[GeneratedTurn]:
-    """Write the agent turn of each environment in ``indices`` with two batched generations.
+    """Write the agent turn of each environment in ``indices`` (see :func:`write_turns`).
 
     Args:
         policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
-        envs: the :class:`~csrl.env.lockstep.LockstepEnvs`.
+        envs: the :class:`~csrl.env.lockstep.LockstepEnvs`; their histories are the prompts, their searches
+            the results.
         indices: the environments to write for (active ones).
-        policy_config: ``max_new_tokens``, ``top_k``, ``stop_on_repetition``, ``constrain_intent`` (to
-            ``policy.intents``) and ``results_char_budget`` of the policy config.
+        policy_config: the generation settings (see :func:`write_turns`).
         temperature: sampling temperature (0: greedy).
         generator: seeded sampling.
 
     Returns:
         One :class:`GeneratedTurn` per index, in order.
     """
+    indices = list(indices)
+    prompts = [build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in indices]
+
+    def search(queries: dict[int, str]) -> dict[int, tuple]:
+        found = envs.search({indices[row]: query for row, query in queries.items()})
+        return {row: found[indices[row]] for row in queries}
+
+    return write_turns(policy, prompts, search, policy_config, temperature, generator)
+
+
+@torch.no_grad()
+def write_turns(
+    policy,
+    prompts: Sequence[str],
+    search: Callable[[dict[int, str]], dict[int, Sequence]],
+    policy_config: PolicyConfig,
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> list[GeneratedTurn]:
+    """Write one agent turn after each prompt with two batched generations, searching where the policy asks.
+
+    Args:
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic`.
+        prompts: :func:`~csrl.dialogue.models.prompts.build_prompt` of each dialogue.
+        search: row -> query in, row -> documents out (an environment's search, or the run's KB at serving time).
+        policy_config: ``max_new_tokens``, ``top_k``, ``stop_on_repetition``, ``constrain_intent`` (to
+            ``policy.intents``) and ``results_char_budget`` of the policy config.
+        temperature: sampling temperature (0: greedy).
+        generator: seeded sampling.
+
+    Returns:
+        One :class:`GeneratedTurn` per prompt, in order.
+    """
     tokenizer = policy.tokenizer
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompt_budget, results_cap = turn_budget(policy.context_length, policy_config)
-    prompts = [build_prompt(envs.bare[i].history, envs.bare[i].config.max_observation_chars) for i in indices]
-    query_ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"][-prompt_budget:] for p in prompts]
+    _, results_cap = turn_budget(policy.context_length, policy_config)
+    query_ids = prompt_ids(policy, prompts, policy_config)
     sample = dict(max_new_tokens=policy_config.max_new_tokens, temperature=temperature, top_k=policy_config.top_k,
                   stop_on_repetition=policy_config.stop_on_repetition)  # fmt: skip
     constrained = policy_config.constrain_intent and policy.intents
@@ -116,20 +166,12 @@ def generate_turns(
         for row, (text, reason) in enumerate(zip(first.texts, first.stop_reasons, strict=True))
         if reason == "stop" and SEARCH_PAUSE.search(text) and cut_turn_end(text) == text
     ]
-    queries = {indices[row]: parse_agent_turn(first.texts[row]).search or "" for row in paused}
-    documents = envs.search(queries)
-    results_ids = {}
-    for row in paused:
-        ids = tokenizer(
-            results_text(documents[indices[row]], policy_config.results_char_budget), add_special_tokens=False
-        )["input_ids"]
-        if len(ids) > results_cap:  # keep the first documents, and the newline that ends the block
-            ids = ids[: results_cap - 1] + tokenizer("\n", add_special_tokens=False)["input_ids"][-1:]
-        results_ids[row] = ids
+    documents = search({row: parse_agent_turn(first.texts[row]).search or "" for row in paused})
+    inserted = {row: results_ids(tokenizer, documents[row], policy_config, results_cap) for row in paused}
     second_rows = {}
     if paused:
         second = policy.generate(
-            *left_pad([query_ids[r] + first.tokens[r] + results_ids[r] for r in paused], pad_id, policy.device),
+            *left_pad([query_ids[r] + first.tokens[r] + inserted[r] for r in paused], pad_id, policy.device),
             stop=list(TURN_END_STOPS),
             generator=generator,
             **sample,
@@ -137,12 +179,12 @@ def generate_turns(
         second_rows = {row: second.tokens[k] for k, row in enumerate(paused)}
 
     turns = []
-    for row in range(len(indices)):
+    for row in range(len(prompts)):
         response, mask = list(first.tokens[row]), [1] * len(first.tokens[row])
         if row in second_rows:
             tokens2 = second_rows[row]
-            response += results_ids[row] + tokens2
-            mask += [0] * len(results_ids[row]) + [1] * len(tokens2)
+            response += inserted[row] + tokens2
+            mask += [0] * len(inserted[row]) + [1] * len(tokens2)
         text = tokenizer.decode([t for t in response if t != eos_id], skip_special_tokens=False)
         turns.append(
             GeneratedTurn(
@@ -152,6 +194,7 @@ def generate_turns(
                 text=text,
                 action=cut_turn_end(text),
                 searched=row in second_rows,
+                documents=tuple(documents[row]) if row in second_rows else None,
             )
         )
     return turns

@@ -163,8 +163,6 @@ def test_constrain_intent_makes_the_taught_policy_declare_a_catalogue_intent(pol
     import dataclasses
 
     from csrl.dialogue.trainer.generation import generate_turns
-    from csrl.env.turn_format import parse_agent_turn
-
     envs = make_envs(n=2, max_turns=1)
     envs.reset(seeds=[0, 1])
     policy.intents = ["fraud"]  # the taught policy always writes "intent: weather"
@@ -172,6 +170,7 @@ def test_constrain_intent_makes_the_taught_policy_declare_a_catalogue_intent(pol
     for constrain in (False, True):
         config = dataclasses.replace(GENERATION, constrain_intent=constrain)
         turns = generate_turns(policy, envs, [0, 1], config, temperature=0)
-        intents[constrain] = [parse_agent_turn(t.action).intent for t in turns]
-    assert "weather" in intents[False] and "fraud" not in intents[False]
-    assert intents[True] == ["fraud", "fraud"]
+        # the constraint decides the first line; what the tiny model writes after it varies with the CPU's numerics
+        intents[constrain] = [t.action.split("\n", 1)[0] for t in turns]
+    assert "intent: weather" in intents[False] and "intent: fraud" not in intents[False]
+    assert intents[True] == ["intent: fraud", "intent: fraud"]
