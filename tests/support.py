@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
+import time
 
 import gguf
 import gymnasium as gym
@@ -20,6 +24,28 @@ from csrl.dialogue.trainer.sft import tokenize_example
 from csrl.env import ENV_ID, LockstepEnvs
 from csrl.rewards.composite import CompositeReward
 from csrl.rewards.rules import FormatReward, LengthReward
+
+
+@contextlib.contextmanager
+def serve_app(app):
+    """Run ``app`` with uvicorn on a free loopback port in a thread; yields its base URL, stops it after."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 class KeywordSearcher:

@@ -46,11 +46,11 @@ class Decoding:
         seed: seeds the sampling, so the same request gets the same answer.
     """
 
-    method: str = "greedy"
-    n: int = 4
-    beam_width: int = 2
-    temperature: float = 1.0
-    seed: int = 0
+    method: str = field(default="greedy", metadata={"help": f"one of {', '.join(METHODS)}"})
+    n: int = field(default=4, metadata={"help": "best_of_n: turns sampled; beam: samples per kept partial turn"})
+    beam_width: int = field(default=2, metadata={"help": "beam: partial turns kept per step"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (not used by greedy)"})
+    seed: int = field(default=0, metadata={"help": "seeds the sampling: the same dialogue gets the same turn"})
 
     def __post_init__(self):
         if self.method not in METHODS:

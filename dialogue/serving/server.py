@@ -1,26 +1,30 @@
-"""``csrl serve``: the reward as an HTTP JSON API (FastAPI), batching concurrent requests.
+"""``csrl serve``: the reward and the policy as an HTTP JSON API (FastAPI), batching concurrent requests.
 
-Endpoints: ``POST /v1/score`` (see :mod:`csrl.dialogue.serving.scoring` for the record shape), ``GET /healthz``,
-and the OpenAPI schema at ``/openapi.json`` (browsable at ``/docs``).
+Endpoints: ``POST /v1/score`` (see :mod:`csrl.dialogue.serving.scoring` for the record shape), ``POST /v1/reply``
+(the policy's next turn, see :mod:`csrl.dialogue.serving.reply_api`), ``GET /`` (a chat page over ``/v1/reply``),
+``GET /healthz``, and the OpenAPI schema at ``/openapi.json`` (browsable at ``/docs``).
 
-Concurrent requests are scored together: each request's turns go on a queue, and one worker
-takes everything waiting (up to ``max_batch`` turns, after at most ``max_wait_ms``) into one
-reward call, so the encoder sees large batches under load and single requests stay fast.
+Concurrent requests are served together: each request's records go on a queue, and one worker per endpoint
+takes everything waiting (up to ``max_batch`` records, after at most ``max_wait_ms``) into one reward call (or
+one batched generation per decoding), so the models see large batches under load and single requests stay fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from csrl.dialogue.serving.scoring import ScoreRequest, ScoreResponse, TurnInput, TurnScorer, describe_validation_error
+from csrl.dialogue.serving.reply_api import ReplyRequest, ReplyResponse, ReplyService
+from csrl.dialogue.serving.scoring import ScoreRequest, ScoreResponse, TurnScorer, describe_validation_error
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 
@@ -33,15 +37,21 @@ class ErrorResponse(BaseModel):
 
 @dataclass
 class _Job:
-    records: list[TurnInput]
+    records: list
     future: asyncio.Future = field(repr=False)
 
 
 class MicroBatcher:
-    """Collects the turns of concurrent requests into batches for one scorer call each."""
+    """Collects the records of concurrent requests into batches for one ``process(records)`` call each.
 
-    def __init__(self, scorer: TurnScorer, max_batch: int = 128, max_wait_ms: float = 5.0):
-        self.scorer = scorer
+    Args:
+        process: records in, one result per record out, in order (CPU-bound: it runs in a worker thread).
+        max_batch: most records in one call.
+        max_wait_ms: how long to wait for more requests to join a batch.
+    """
+
+    def __init__(self, process: Callable[[list], list], max_batch: int = 128, max_wait_ms: float = 5.0):
+        self.process = process
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -57,8 +67,8 @@ class MicroBatcher:
         if self._worker:
             self._worker.cancel()
 
-    async def score(self, records: list[TurnInput]):
-        """Score ``records`` in whatever batch they join; returns their results in order."""
+    async def submit(self, records: list) -> list:
+        """Process ``records`` in whatever batch they join; returns their results in order."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Job(records, future))
         return await future
@@ -80,8 +90,8 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job.records)
             records = [r for job in jobs for r in job.records]
-            try:  # the reward is CPU-bound: keep the event loop free to accept requests
-                results = await asyncio.to_thread(self.scorer.score, records)
+            try:  # the models are CPU-bound: keep the event loop free to accept requests
+                results = await asyncio.to_thread(self.process, records)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear about it
                 for job in jobs:
                     if not job.future.done():
@@ -98,6 +108,7 @@ class MicroBatcher:
 def create_app(
     scorer: TurnScorer,
     *,
+    replies: ReplyService | None = None,
     run_name: str = "",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     token: str | None = None,
@@ -108,23 +119,29 @@ def create_app(
 
     Args:
         scorer: the run's turn scorer.
+        replies: the run's policy answering ``/v1/reply`` and the chat page (``None``: scoring only, both 404).
         run_name: shown by ``/healthz``.
         max_body_bytes: larger request bodies get 413.
-        token: if set, ``/v1/score`` requires ``Authorization: Bearer <token>``.
-        max_batch: most turns scored in one reward call.
+        token: if set, ``/v1/score`` and ``/v1/reply`` require ``Authorization: Bearer <token>``.
+        max_batch: most turns scored in one reward call (dialogues answered in one generation: a quarter of it).
         max_wait_ms: how long the batcher waits for more requests to join a batch.
     """
-    batcher = MicroBatcher(scorer, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(scorer.score, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    reply_batcher = replies and MicroBatcher(replies.reply, max_batch=max(1, max_batch // 4), max_wait_ms=max_wait_ms)
+    batchers = [b for b in (batcher, reply_batcher) if b]
 
     async def lifespan(app: FastAPI):
-        batcher.start()
+        for b in batchers:
+            b.start()
         yield
-        await batcher.stop()
+        for b in batchers:
+            await b.stop()
 
     app = FastAPI(
-        title="csrl reward API",
+        title="csrl API",
         version="1",
-        description="Score customer-service bot turns with csrl's multi-stage process reward.",
+        description="Score customer-service bot turns with csrl's multi-stage process reward, and answer with the "
+        "trained policy.",
         lifespan=lifespan,
     )
     app.state.batcher = batcher
@@ -168,6 +185,8 @@ def create_app(
             "components": sorted(scorer.reward.components),
             "intents": len(scorer.intents),
             "batches_scored": batcher.batches_scored,
+            "policy": replies is not None,
+            "batches_replied": reply_batcher.batches_scored if reply_batcher else 0,
         }
 
     error_responses = {code: {"model": ErrorResponse} for code in (400, 401, 411, 413, 422)}
@@ -178,9 +197,31 @@ def create_app(
         problems = [f"turns[{i}]: {problem}" for i, r in enumerate(body.turns) if (problem := scorer.check_intents(r))]
         if problems:
             return _error(422, "; ".join(problems))
-        return ScoreResponse(results=await batcher.score(body.turns))
+        return ScoreResponse(results=await batcher.submit(body.turns))
+
+    @app.post("/v1/reply", response_model=ReplyResponse, responses={**error_responses, 404: {"model": ErrorResponse}},
+              dependencies=[Depends(check_token)])  # fmt: skip
+    async def reply(body: ReplyRequest) -> ReplyResponse | JSONResponse:
+        """The policy's next turn for each dialogue (intent, search, documents, reply) with its reward breakdown."""
+        if replies is None:
+            return _error(404, "this server has no policy: start it with --policy ppo (or sft)")
+        problems = [f"dialogues[{i}]: {p}" for i, d in enumerate(body.dialogues) if (p := replies.check_knowledge(d))]
+        if problems:
+            return _error(422, "; ".join(problems))
+        return ReplyResponse(results=await reply_batcher.submit([(d, body.decoding) for d in body.dialogues]))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        """A chat page over ``/v1/reply``: type as the customer, see each turn's process and scores."""
+        if replies is None:
+            return _error(404, "this server has no policy: start it with --policy ppo (or sft) for the chat page")
+        return HTMLResponse(CHAT_PAGE)
 
     return app
+
+
+# the page is plain HTML + JavaScript, shipped with the package (no build step)
+CHAT_PAGE = files("csrl.dialogue.serving").joinpath("chat.html").read_text(encoding="utf-8")
 
 
 def _error(status: int, message: str) -> JSONResponse:

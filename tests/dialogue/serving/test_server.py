@@ -1,13 +1,11 @@
 """The real server on a loopback port, called over HTTP."""
 
 import json
-import socket
 import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
+from support import serve_app
 
 from csrl.data import KBDocument
 from csrl.dialogue.serving.scoring import TurnScorer, score_file
@@ -34,27 +32,10 @@ def _scorer():
     return TurnScorer(reward, KB, INTENTS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    app = create_app(_scorer(), run_name="test", max_body_bytes=20_000, token=None)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(_scorer(), run_name="test", max_body_bytes=20_000, token=None)) as url:
+        yield url
 
 
 TURN = {

@@ -163,6 +163,7 @@ def test_constrain_intent_makes_the_taught_policy_declare_a_catalogue_intent(pol
     import dataclasses
 
     from csrl.dialogue.trainer.generation import generate_turns
+
     envs = make_envs(n=2, max_turns=1)
     envs.reset(seeds=[0, 1])
     policy.intents = ["fraud"]  # the taught policy always writes "intent: weather"
