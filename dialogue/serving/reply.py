@@ -6,7 +6,8 @@ KB results inserted / ``reply:``) and scores it with the run's composite reward.
 
 - ``greedy``: the most likely tokens (a deployed bot's answer; deterministic);
 - ``sampled``: one sample at ``temperature`` (what PPO explores);
-- ``best_of_n``: ``n`` sampled turns, the one the composite scores highest (:func:`~.search.best_of_n`);
+- ``best_of_n``: ``n`` candidate turns (the greedy one and ``n - 1`` samples), the one the composite scores highest
+  (:func:`~.search.best_of_n`);
 - ``beam``: a step-level beam over the process, scored by the composite at every step (:func:`~.search.step_beam`).
 
 The composite is the verifier here, so it never sees a gold intent: at answer time nobody knows one, and the
@@ -40,14 +41,15 @@ class Decoding:
 
     Attributes:
         method: one of :data:`METHODS`.
-        n: ``best_of_n``: sampled turns to choose from; ``beam``: samples drawn per kept partial turn and step.
+        n: ``best_of_n``: candidate turns (greedy and ``n - 1`` samples); ``beam``: samples drawn per kept partial
+            turn and step.
         beam_width: ``beam``: partial turns kept per conversation after each step.
         temperature: sampling temperature of every method but ``greedy``.
         seed: seeds the sampling, so the same request gets the same answer.
     """
 
     method: str = field(default="greedy", metadata={"help": f"one of {', '.join(METHODS)}"})
-    n: int = field(default=4, metadata={"help": "best_of_n: turns sampled; beam: samples per kept partial turn"})
+    n: int = field(default=4, metadata={"help": "best_of_n: candidate turns (greedy + n-1 sampled); beam: samples"})
     beam_width: int = field(default=2, metadata={"help": "beam: partial turns kept per step"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (not used by greedy)"})
     seed: int = field(default=0, metadata={"help": "seeds the sampling: the same dialogue gets the same turn"})

@@ -5,7 +5,8 @@ compute at answer time (Lightman et al., 2023, "Let's Verify Step by Step"; Snel
 Test-Time Compute Optimally"). An agent turn here is a process too -- intent, then search, then reply -- and the
 composite scores each step:
 
-- :func:`best_of_n`: ``n`` whole turns sampled per dialogue in one batch, the best-scored one kept;
+- :func:`best_of_n`: the greedy turn and ``n - 1`` whole turns sampled per dialogue in one batch, the best-scored
+  one kept;
 - :func:`step_beam`: ``n`` samples of the first step (the ``intent:`` line) per dialogue; the ``width`` best
   (scored with the reply still empty: only the intent stage, and the retrieval stage once a search ran, tell
   them apart) each get ``n`` samples of the next step (a ``search:`` line, whose results the KB returns, or a
@@ -30,11 +31,16 @@ INTENT_LINE = re.compile(r"^intent:[^\n]*\n")
 
 
 def best_of_n(replier, histories: Sequence, n: int, temperature: float, generator=None) -> list:
-    """Per dialogue, ``n`` sampled turns (one batch); returns the best-scored :class:`~.reply.AgentTurn` of each."""
+    """Per dialogue, the greedy turn and ``n - 1`` sampled ones; returns the best-scored :class:`~.reply.AgentTurn`.
+
+    The greedy turn is a candidate so that the verifier's choice never scores below what greedy decoding answers.
+    """
     from csrl.dialogue.serving.reply import agent_turn
 
-    rows = [r for r in range(len(histories)) for _ in range(n)]
-    written = replier.write([histories[r] for r in rows], temperature, generator)
+    rows = list(range(len(histories))) + [r for r in range(len(histories)) for _ in range(n - 1)]
+    written = replier.write(list(histories), 0.0)
+    if n > 1:
+        written += replier.write([histories[r] for r in rows[len(histories) :]], temperature, generator)
     scored = replier.finish(histories, rows, [w.action for w in written], [w.documents for w in written])
     best = {}
     for r, w, s in zip(rows, written, scored, strict=True):

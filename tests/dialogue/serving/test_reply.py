@@ -42,11 +42,12 @@ def test_greedy_writes_the_taught_turn_with_the_kb_results(replier):
 def test_best_of_n_keeps_the_best_scored_sample(replier):
     decoding = Decoding("best_of_n", n=6, temperature=1.5, seed=1)  # warm: the samples differ
     (best,) = replier.reply([HISTORY], decoding)
-    # the same six samples, written and scored by hand
-    written = replier.write([HISTORY] * 6, 1.5, torch.Generator().manual_seed(1))
+    # the same six candidates, written and scored by hand: the greedy turn and five samples
+    written = replier.write([HISTORY], 0.0) + replier.write([HISTORY] * 5, 1.5, torch.Generator().manual_seed(1))
     scored = replier.finish([HISTORY], [0] * 6, [w.action for w in written], [w.documents for w in written])
     totals = [breakdown.total for _, _, breakdown in scored]
     assert len(set(totals)) > 1, "the samples should differ"
+    assert best.reward.total >= totals[0]  # never below the greedy turn
     assert best.candidates == 6 and best.reward.total == pytest.approx(max(totals))
     assert best.text == written[totals.index(max(totals))].action
     assert replier.reply([HISTORY], decoding)[0].text == best.text  # the seed makes it reproducible
