@@ -75,7 +75,7 @@ class DecodingInput(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal[METHODS] = "greedy"  # type: ignore[valid-type]
-    n: int = Field(default=4, ge=1, le=64, description="best_of_n: candidate turns (greedy + n-1 sampled); beam: samples per step")
+    n: int = Field(default=4, ge=1, le=64, description="best_of_n: candidates (greedy + n-1 sampled); beam: samples")
     beam_width: int = Field(default=2, ge=1, le=16, description="beam: partial turns kept per step")
     temperature: float = Field(default=1.0, gt=0, le=5, description="sampling temperature (not used by greedy)")
     seed: int = Field(default=0, ge=0, description="the same dialogue and seed get the same turn")
