@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -55,7 +56,7 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.batches_scored = 0
+        self.batches = 0
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -97,7 +98,7 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(err)
                 continue
-            self.batches_scored += 1
+            self.batches += 1
             start = 0
             for job in jobs:
                 if not job.future.done():
@@ -126,9 +127,21 @@ def create_app(
         max_batch: most turns scored in one reward call (dialogues answered in one generation: a quarter of it).
         max_wait_ms: how long the batcher waits for more requests to join a batch.
     """
-    batcher = MicroBatcher(scorer.score, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    reply_batcher = replies and MicroBatcher(replies.reply, max_batch=max(1, max_batch // 4), max_wait_ms=max_wait_ms)
-    batchers = [b for b in (batcher, reply_batcher) if b]
+    models = threading.Lock()  # both endpoints share the encoder and its cache: one model call at a time
+
+    def one_at_a_time(process: Callable[[list], list]) -> Callable[[list], list]:
+        def locked(records: list) -> list:
+            with models:
+                return process(records)
+
+        return locked
+
+    batcher = MicroBatcher(one_at_a_time(scorer.score), max_batch=max_batch, max_wait_ms=max_wait_ms)
+    reply_batcher = None
+    if replies is not None:
+        reply_batcher = MicroBatcher(one_at_a_time(replies.reply), max_batch=max(1, max_batch // 4),
+                                     max_wait_ms=max_wait_ms)  # fmt: skip
+    batchers = [b for b in (batcher, reply_batcher) if b is not None]
 
     async def lifespan(app: FastAPI):
         for b in batchers:
@@ -184,9 +197,9 @@ def create_app(
             "run": run_name,
             "components": sorted(scorer.reward.components),
             "intents": len(scorer.intents),
-            "batches_scored": batcher.batches_scored,
+            "batches_scored": batcher.batches,
             "policy": replies is not None,
-            "batches_replied": reply_batcher.batches_scored if reply_batcher else 0,
+            "batches_replied": reply_batcher.batches if reply_batcher else 0,
         }
 
     error_responses = {code: {"model": ErrorResponse} for code in (400, 401, 411, 413, 422)}
