@@ -197,7 +197,7 @@ class DecodingArguments:
 
     decoding: str = field(
         default="greedy",
-        metadata={"help": "greedy, sampled, best_of_n (n sampled turns, the best-scored kept) or beam (a step-level "
+        metadata={"help": "greedy, sampled, best_of_n (n candidate turns, the best-scored kept) or beam (a step-level "
                           "beam over intent -> search -> reply)", "choices": METHODS},
     )  # fmt: skip
     n: int = config_field(Decoding, "n")
