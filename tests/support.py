@@ -218,6 +218,29 @@ def build_taught_policy():
     return teach_taught_turn(ActorCritic.from_config(tokenizer, GENERATION))
 
 
+# the serving tests' world: the taught policy answering with a KB that always finds SUNNY
+SUNNY = KBDocument("k-sunny", "sunny", "weather", "weather")  # renders as the taught turn's results
+
+
+class SunnySearcher:
+    """Finds SUNNY for every query, and records the queries (the replier's KB search)."""
+
+    def __init__(self):
+        self.queries = []
+
+    def search(self, queries, k):
+        self.queries += queries
+        return [[(SUNNY, 1.0)] for _ in queries]
+
+
+def taught_replier():
+    """A :class:`~csrl.dialogue.serving.reply.Replier` of the taught policy, SunnySearcher and the stage reward."""
+    from csrl.dialogue.serving.reply import Replier
+
+    return Replier(build_taught_policy(), stage_reward(), SunnySearcher(), policy_config=GENERATION,
+                   search_top_k=1, max_observation_chars=4096)  # fmt: skip
+
+
 def teach_taught_turn(policy):
     """Train ``policy``'s trainable LM weights to write TAUGHT_TURN; returns it in eval mode."""
     tokenizer = policy.tokenizer

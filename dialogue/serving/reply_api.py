@@ -28,20 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from csrl.data.schema import KBDocument, Turn
 from csrl.dialogue.serving.reply import METHODS, AgentTurn, Decoding, Replier
-from csrl.dialogue.serving.scoring import MAX_HISTORY_TURNS, MAX_KNOWLEDGE_ITEMS, MAX_TEXT_CHARS
+from csrl.dialogue.serving.scoring import MAX_HISTORY_TURNS, MAX_KNOWLEDGE_ITEMS, HistoryMessage, require_customer
 
 MAX_DIALOGUES_PER_REQUEST = 16
 # sampled candidate turns one request may ask for (dialogues × n, × beam width for the beam): generation is the cost
 MAX_SAMPLES_PER_REQUEST = 64
 
 
-class DialogueMessage(BaseModel):
+class DialogueMessage(HistoryMessage):
     """One earlier message; an agent's may name the KB documents its turn used."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["customer", "agent"]
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     knowledge: list[str] | None = Field(
         default=None, max_length=MAX_KNOWLEDGE_ITEMS, description="agent messages: KB ids its turn's search returned"
     )
@@ -61,12 +57,7 @@ class DialogueInput(BaseModel):
     id: str | int | None = Field(default=None, description="echoed back in the result")
     history: list[DialogueMessage] = Field(min_length=1, max_length=MAX_HISTORY_TURNS)
 
-    @field_validator("history")
-    @classmethod
-    def _has_customer(cls, history: list[DialogueMessage]) -> list[DialogueMessage]:
-        if not any(m.role == "customer" for m in history):
-            raise ValueError("needs at least one customer message")
-        return history
+    _has_customer = field_validator("history")(require_customer)
 
 
 class DecodingInput(BaseModel):

@@ -46,6 +46,13 @@ class HistoryMessage(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
+def require_customer(history: list[HistoryMessage]) -> list[HistoryMessage]:
+    """A request's history, if it holds a customer message (a dialogue to score or answer needs one)."""
+    if not any(m.role == "customer" for m in history):
+        raise ValueError("needs at least one customer message")
+    return history
+
+
 class TurnInput(BaseModel):
     """One bot turn to score, in its context."""
 
@@ -64,12 +71,7 @@ class TurnInput(BaseModel):
     )
     gold_intent: str | None = Field(default=None, description="the customer's true intent, if known")
 
-    @field_validator("history")
-    @classmethod
-    def _has_customer(cls, history: list[HistoryMessage]) -> list[HistoryMessage]:
-        if not any(m.role == "customer" for m in history):
-            raise ValueError("needs at least one customer message")
-        return history
+    _has_customer = field_validator("history")(require_customer)
 
 
 class ScoreRequest(BaseModel):

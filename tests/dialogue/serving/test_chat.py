@@ -9,25 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from support import GENERATION, build_taught_policy, stage_reward
+from support import SUNNY, taught_replier
 
-from csrl.data.schema import KBDocument
 from csrl.dialogue.serving.chat import ChatSession, chat_loop
-from csrl.dialogue.serving.reply import Decoding, Replier
-
-SUNNY = KBDocument("k-sunny", "sunny", "weather", "weather")
-
-
-class SunnySearcher:
-    def search(self, queries, k):
-        return [[(SUNNY, 1.0)] for _ in queries]
+from csrl.dialogue.serving.reply import Decoding
 
 
 @pytest.fixture(scope="module")
 def session(one_thread):
-    replier = Replier(build_taught_policy(), stage_reward(), SunnySearcher(), policy_config=GENERATION,
-                      search_top_k=1, max_observation_chars=4096)  # fmt: skip
-    return ChatSession(replier)
+    return ChatSession(taught_replier())
 
 
 def _converse(session, lines):

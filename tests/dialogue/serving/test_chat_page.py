@@ -8,10 +8,8 @@ import os
 import shutil
 
 import pytest
-from support import GENERATION, build_taught_policy, serve_app, stage_reward
+from support import SUNNY, serve_app, stage_reward, taught_replier
 
-from csrl.data.schema import KBDocument
-from csrl.dialogue.serving.reply import Replier
 from csrl.dialogue.serving.reply_api import ReplyService
 from csrl.dialogue.serving.scoring import TurnScorer
 from csrl.dialogue.serving.server import create_app
@@ -21,13 +19,6 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="pip install seleni
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
     pytest.skip("apt-get install chromium chromium-driver", allow_module_level=True)
-
-SUNNY = KBDocument("k-sunny", "sunny", "weather", "weather")
-
-
-class SunnySearcher:
-    def search(self, queries, k):
-        return [[(SUNNY, 1.0)] for _ in queries]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +38,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(one_thread):
-    replier = Replier(build_taught_policy(), stage_reward(), SunnySearcher(), policy_config=GENERATION,
-                      search_top_k=1, max_observation_chars=4096)  # fmt: skip
-    app = create_app(TurnScorer(stage_reward(), [SUNNY], {"weather"}), replies=ReplyService(replier, [SUNNY]))
+    app = create_app(TurnScorer(stage_reward(), [SUNNY], {"weather"}), replies=ReplyService(taught_replier(), [SUNNY]))
     with serve_app(app) as url:
         yield url
 

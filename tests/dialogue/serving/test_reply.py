@@ -2,31 +2,18 @@
 
 import pytest
 import torch
-from support import GENERATION, build_taught_policy, stage_reward
+from support import taught_replier
 
-from csrl.data.schema import KBDocument, Turn
-from csrl.dialogue.serving.reply import Decoding, Replier
+from csrl.data.schema import Turn
+from csrl.dialogue.serving.reply import Decoding
 from csrl.dialogue.serving.search import INTENT_LINE, _state
 
 HISTORY = (Turn("customer", "Weather in Detroit?"),)
-SUNNY = KBDocument("k-sunny", "sunny", "weather", "weather")  # renders as the taught turn's results
-
-
-class SunnySearcher:
-    """Finds SUNNY for every query, and records the queries (the replier's KB search)."""
-
-    def __init__(self):
-        self.queries = []
-
-    def search(self, queries, k):
-        self.queries += queries
-        return [[(SUNNY, 1.0)] for _ in queries]
 
 
 @pytest.fixture(scope="module")
 def replier(one_thread):
-    return Replier(build_taught_policy(), stage_reward(), SunnySearcher(), policy_config=GENERATION,
-                   search_top_k=1, max_observation_chars=4096)  # fmt: skip
+    return taught_replier()
 
 
 def test_greedy_writes_the_taught_turn_with_the_kb_results(replier):

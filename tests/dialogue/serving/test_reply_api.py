@@ -6,28 +6,18 @@ import threading
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from support import GENERATION, build_taught_policy, serve_app, stage_reward
+from support import SUNNY, serve_app, stage_reward, taught_replier
 
-from csrl.data.schema import KBDocument
-from csrl.dialogue.serving.reply import Replier
 from csrl.dialogue.serving.reply_api import DialogueInput, ReplyService
 from csrl.dialogue.serving.scoring import TurnScorer
 from csrl.dialogue.serving.server import create_app
 
-SUNNY = KBDocument("k-sunny", "sunny", "weather", "weather")  # renders as the taught turn's results
 CUSTOMER = {"role": "customer", "text": "Weather in Detroit?"}
-
-
-class SunnySearcher:
-    def search(self, queries, k):
-        return [[(SUNNY, 1.0)] for _ in queries]
 
 
 @pytest.fixture(scope="module")
 def replies(one_thread):
-    replier = Replier(build_taught_policy(), stage_reward(), SunnySearcher(), policy_config=GENERATION,
-                      search_top_k=1, max_observation_chars=4096)  # fmt: skip
-    return ReplyService(replier, [SUNNY])
+    return ReplyService(taught_replier(), [SUNNY])
 
 
 def _app(replies, **options):
