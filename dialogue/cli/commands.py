@@ -152,6 +152,7 @@ def _quiet_libraries() -> None:
 
 def _train(args: TrainArguments) -> int:
     from csrl.dialogue.pipeline.training import train
+    from csrl.dialogue.trainer.processes import is_main
 
     preset = args.preset or DEFAULT_PRESET
     out = args.out or f"runs/{preset}" + (f"-{args.credit}" if args.credit else "")
@@ -169,7 +170,8 @@ def _train(args: TrainArguments) -> int:
     if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
         config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
     train(config, out, resume=args.resume, progress=not args.quiet)
-    print(f"trained: {out}  (next: csrl eval --run {out} --json)")
+    if is_main():  # one line, not one a process
+        print(f"trained: {out}  (next: csrl eval --run {out} --json)")
     return 0
 
 

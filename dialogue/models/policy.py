@@ -122,6 +122,25 @@ def repeats_itself(tokens: Sequence[int], copies: int = 3, longest: int = 12) ->
     return False
 
 
+def action_scores(
+    logits: torch.Tensor, values: torch.Tensor, input_ids: torch.Tensor, action_mask: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`ActorCritic.evaluate` from what its ``forward`` returned (the PPO update calls ``forward`` through DDP).
+
+    ``logits`` ``(B, T, V)`` and ``values`` ``(B, T)`` as ``forward`` returns them; the rest as ``evaluate`` takes.
+    """
+    logits = logits[:, :-1].float() / temperature  # (B, T-1, V): position t-1 chose token t
+    log_dist = F.log_softmax(logits, dim=-1)  # (B, T-1, V)
+    taken = log_dist.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    entropy = -(log_dist.exp() * log_dist).sum(-1)  # (B, T-1)
+    mask = action_mask[:, 1:].to(taken.dtype)  # (B, T-1)
+    zero = taken.new_zeros(input_ids.shape[0], 1)  # (B, 1): nothing chose the first token
+    logprobs = torch.cat([zero, taken * mask], dim=1)  # (B, T)
+    entropy = torch.cat([zero, entropy * mask], dim=1)  # (B, T)
+    values = torch.cat([zero, values[:, :-1].float() * mask], dim=1)  # (B, T)
+    return logprobs, entropy, values
+
+
 @dataclass
 class Generation:
     """What :meth:`ActorCritic.generate` wrote for each row of the batch.
@@ -371,17 +390,7 @@ class ActorCritic(nn.Module):
             ``logprobs[:, t] = log π(input_ids[:, t] | input_ids[:, :t])``, ``entropy[:, t]`` the
             entropy of that distribution and ``values[:, t] = V(input_ids[:, :t])``.
         """
-        logits, values = self(input_ids, attention_mask)  # (B, T, V), (B, T)
-        logits = logits[:, :-1].float() / temperature  # (B, T-1, V): position t-1 chose token t
-        log_dist = F.log_softmax(logits, dim=-1)  # (B, T-1, V)
-        taken = log_dist.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        entropy = -(log_dist.exp() * log_dist).sum(-1)  # (B, T-1)
-        mask = action_mask[:, 1:].to(taken.dtype)  # (B, T-1)
-        zero = taken.new_zeros(input_ids.shape[0], 1)  # (B, 1): nothing chose the first token
-        logprobs = torch.cat([zero, taken * mask], dim=1)  # (B, T)
-        entropy = torch.cat([zero, entropy * mask], dim=1)  # (B, T)
-        values = torch.cat([zero, values[:, :-1].float() * mask], dim=1)  # (B, T)
-        return logprobs, entropy, values
+        return action_scores(*self(input_ids, attention_mask), input_ids, action_mask, temperature)
 
     @torch.no_grad()
     def generate(

@@ -9,6 +9,10 @@ The stages, in order (a finished stage leaves a ``DONE`` marker and is loaded, n
 3. ``ppo/``: the project's PPO against the conversation environment (:mod:`csrl.dialogue.trainer.ppo_trainer`),
    checkpointed every iteration, so ``--resume`` continues a killed run.
 
+Launched as several processes (``torchrun``, ``accelerate launch``: :mod:`csrl.dialogue.trainer.processes`), the
+main process builds the reward stage while the others wait and then load it; SFT and PPO are data parallel; the
+main process writes the folder and prints.
+
 The run's settings are a :class:`~csrl.dialogue.pipeline.config.TrainConfig` (:mod:`csrl.dialogue.pipeline.config`),
 sized by a preset (:mod:`csrl.dialogue.pipeline.presets`); ``config.json`` in the run folder records it.
 """
@@ -29,6 +33,7 @@ from csrl.dialogue.pipeline.config import (
     resume_differences,
     save_config,
 )
+from csrl.dialogue.trainer import processes
 from csrl.env import EnvConfig
 
 # -- data ------------------------------------------------------------------------------------------
@@ -105,9 +110,11 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None,
         return ActorCritic.load(folder, log=log)
     train = corpus.split("train")
     started = time.perf_counter()
-    if config.policy.from_scratch:
-        tokenizer = train_tokenizer_on_corpus(
-            train, vocab_size=config.policy.vocab_size, model_max_length=config.policy.n_positions
+    if config.policy.from_scratch:  # one tokenizer for every process
+        tokenizer = processes.from_main(
+            lambda: train_tokenizer_on_corpus(
+                train, vocab_size=config.policy.vocab_size, model_max_length=config.policy.n_positions
+            )
         )
         policy = ActorCritic.from_config(tokenizer, config.policy)
     else:
@@ -135,10 +142,13 @@ def sft_stage(corpus: Corpus, folder: Path, config: TrainConfig, retriever=None,
     policy.intents = list(intents)
     if steps is not None:
         metrics["search_steps"] = steps
-    policy.save(folder)
     summary = {k: v for k, v in metrics.items() if k != "log_history"} | {"wall_s": time.perf_counter() - started}
-    (folder / "sft_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    mark_done(folder, summary)
+    summary["world_size"] = processes.world_size()
+    if processes.is_main():
+        policy.save(folder)
+        (folder / "sft_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        mark_done(folder, summary)
+    processes.wait()
     log(f"sft: loss {metrics['loss_before']:.3f} -> {metrics['loss_after']:.3f} in {summary['wall_s']:.0f} s")
     return policy
 
@@ -165,6 +175,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     from csrl.dialogue.trainer.ppo_trainer import train_ppo
     from csrl.rewards.stack import build_reward_stack, reward_encoder
 
+    if not processes.is_main():  # one process prints
+        log, progress = (lambda *_: None), False
     run = Path(out)
     if (run / CONFIG_FILE).exists():
         if not resume:
@@ -175,8 +187,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                 f"{run} was started with another config (differs in {changed}); resume with the same preset and "
                 "options, or choose another --out"
             )
+    processes.wait()  # every process has checked the folder before the main one writes to it
     run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run)
+    if processes.is_main():
+        save_config(config, run)
     started = time.perf_counter()
     corpus = load_training_corpus(config.data)
     stats = corpus.stats()
@@ -185,11 +199,14 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         f"{stats['kb_documents']:,} KB documents"
     )
     encoder = reward_encoder(config.reward)  # one encoder and one embedding cache for inference and rewards
-    corpus = infer_annotations(
-        corpus, run / "rewards", encoder, kb_source=kb_source(config.data), intents_file=config.data.intents,
-        max_intents=config.data.max_discovered_intents, seed=config.data.seed, log=log,
-    )  # fmt: skip
-    stack = build_reward_stack(corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log)
+    with processes.main_first():  # the main process builds the reward stage; the others load what it saved
+        corpus = infer_annotations(
+            corpus, run / "rewards", encoder, kb_source=kb_source(config.data), intents_file=config.data.intents,
+            max_intents=config.data.max_discovered_intents, seed=config.data.seed, log=log,
+        )  # fmt: skip
+        stack = build_reward_stack(
+            corpus, run / "rewards", config.reward, config.reward_training, encoder=encoder, log=log
+        )
     policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, intents=stack.intents, log=log)
     if policy.is_adapted:  # PPO trains a fresh adapter on the SFT model; disabling it gives the reference
         policy.merge_adapter().add_adapter(config.policy.lora_r, config.policy.lora_alpha)
@@ -199,8 +216,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     ppo_summary = train_ppo(
         policy, envs, config.ppo, run / "ppo", policy_config=config.policy, resume=resume, progress=progress
     )
-    summary = {"run": str(run), "wall_s": round(time.perf_counter() - started, 1), "ppo": ppo_summary}
-    (run / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    summary = {"run": str(run), "wall_s": round(time.perf_counter() - started, 1),
+               "world_size": processes.world_size(), "ppo": ppo_summary}  # fmt: skip
+    if processes.is_main():
+        (run / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     log(f"done in {summary['wall_s']:.0f} s: {run}")
     return summary
 

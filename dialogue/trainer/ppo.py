@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from csrl.dialogue.config import PPOConfig
-from csrl.dialogue.models.policy import left_pad
+from csrl.dialogue.models.policy import action_scores, left_pad
+from csrl.dialogue.trainer import processes
 from csrl.dialogue.trainer.buffer import TrajectoryBuffer
 from csrl.dialogue.trainer.gae import compute_gae, masked_mean, whiten
 
@@ -215,6 +216,23 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
     return math.nan if var_returns == 0 else float(1 - (returns - values).var(unbiased=False) / var_returns)
 
 
+def minibatch_bounds(turns: int, minibatch_size: int, count: int) -> list[tuple[int, int]]:
+    """``count`` ``(start, stop)`` slices over ``turns`` shuffled turns.
+
+    Slices of ``minibatch_size`` (the last shorter) when that makes ``count``; else ``count`` near-equal slices:
+    with several processes every process must take as many optimizer steps (each is one all-reduce), and their
+    rollouts may hold different numbers of turns (episodes end early). A slice may be empty when a process has
+    fewer turns than steps; it still joins the all-reduce, with a zero loss.
+
+    >>> minibatch_bounds(9, 4, 3), minibatch_bounds(9, 4, 2), minibatch_bounds(1, 4, 2)
+    ([(0, 4), (4, 8), (8, 9)], [(0, 5), (5, 9)], [(0, 1), (1, 1)])
+    """
+    if math.ceil(turns / minibatch_size) == count:
+        return [(start, min(start + minibatch_size, turns)) for start in range(0, turns, minibatch_size)]
+    edges = np.linspace(0, turns, count + 1).round().astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
 def ppo_update(
     policy: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -223,18 +241,21 @@ def ppo_update(
     *,
     seed: int,
     temperature: float = 1.0,
+    model: nn.Module | None = None,
 ) -> dict[str, float]:
     """Minibatch epochs of the clipped PPO objective over the rollout's turns; updates ``policy`` in place.
 
     Args:
-        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` (``evaluate`` gives new log-probs, entropy,
-            values).
+        policy: the :class:`~csrl.dialogue.models.policy.ActorCritic` (its ``forward`` gives logits and values).
         optimizer: its optimizer.
-        turns: :func:`compute_advantages` of the rollout.
+        turns: :func:`compute_advantages` of the rollout (this process's share when there are several).
         config: ``update_epochs``, ``minibatch_size``, ``clip_coef``, ``clip_vloss``, ``vf_clip_coef``,
             ``vf_coef``, ``ent_coef``, ``max_grad_norm``, ``target_kl``.
         seed: the minibatch order's seed.
         temperature: the sampling temperature of the rollout (the log-probs are of that distribution).
+        model: what to call for the forward pass: ``policy`` wrapped for data parallelism
+            (:func:`~csrl.dialogue.trainer.processes.wrap`); default ``policy``. With several processes every one
+            takes the same number of steps and the same early stop (``target_kl`` on the mean over processes).
 
     Returns:
         ``losses/*`` metrics (means over the minibatches), ``losses/explained_variance`` and the counts
@@ -242,18 +263,22 @@ def ppo_update(
     """
     pad_id = policy.tokenizer.pad_token_id
     device = policy.device
+    model = model if model is not None else policy
     generator = torch.Generator().manual_seed(seed)
-    policy.train()
+    steps = max(processes.gather([math.ceil(len(turns) / config.minibatch_size)]))  # per epoch, on every process
+    model.train()
     sums: dict[str, float] = {}
     minibatches, tokens = 0, 0
     for _epoch in range(config.update_epochs):
         b_inds = torch.randperm(len(turns), generator=generator).tolist()
         epoch_kls = []
-        for start in range(0, len(turns), config.minibatch_size):
-            mb = _minibatch([turns[i] for i in b_inds[start : start + config.minibatch_size]], pad_id, device)
-            mb_mask = mb["action_mask"]  # (B, T)
-            newlogprob, entropy, newvalue = policy.evaluate(
-                mb["input_ids"], mb["attention_mask"], mb_mask, temperature=temperature
+        for start, stop in minibatch_bounds(len(turns), config.minibatch_size, steps):
+            chosen = b_inds[start:stop] or b_inds[:1]  # an empty slice: one turn, masked out (a zero loss)
+            mb = _minibatch([turns[i] for i in chosen], pad_id, device)
+            mb_mask = mb["action_mask"] * (stop > start)  # (B, T)
+            logits, values = model(mb["input_ids"], mb["attention_mask"])  # (B, T, V), (B, T)
+            newlogprob, entropy, newvalue = action_scores(
+                logits, values, mb["input_ids"], mb_mask, temperature
             )  # (B, T) each
             logratio = newlogprob - mb["logprobs"]  # (B, T)
             ratio = logratio.exp()  # (B, T)
@@ -280,7 +305,7 @@ def ppo_update(
             loss = pg_loss - config.ent_coef * entropy_loss + v_loss * config.vf_coef
 
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # under DDP (several processes) this also all-reduces the gradients
             grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
 
@@ -297,15 +322,15 @@ def ppo_update(
             epoch_kls.append(float(approx_kl))
             minibatches += 1
             tokens += int(mb["attention_mask"].sum())
-        if config.target_kl is not None and np.mean(epoch_kls) > config.target_kl:
+        if config.target_kl is not None and np.mean(processes.gather(epoch_kls)) > config.target_kl:
             break
-    policy.eval()
+    model.eval()
 
     mask = torch.cat([t.action_mask[-len(t.values) :] for t in turns]).bool()  # (N,) policy tokens of the batch
     b_values = torch.cat([t.values for t in turns])[mask]
     b_returns = torch.cat([t.returns for t in turns])[mask]
-    metrics = {name: total / minibatches for name, total in sums.items()}
+    metrics = processes.mean_across({name: total / minibatches for name, total in sums.items()})
     metrics["losses/explained_variance"] = explained_variance(b_values, b_returns)
-    metrics["update/tokens"] = tokens
+    metrics["update/tokens"] = sum(processes.gather([tokens]))  # over every process
     metrics["update/minibatches"] = minibatches
     return metrics

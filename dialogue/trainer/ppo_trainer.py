@@ -17,6 +17,10 @@ A checkpoint is written to a temporary folder and renamed into place, then ``lat
 atomically: a kill at any moment leaves the previous complete checkpoint as the latest. Every source of
 randomness of an iteration (environment resets, sampling, minibatch order) is seeded from
 ``(config.seed, iteration)``, so a resumed run repeats exactly what an uninterrupted one does.
+
+Several processes (:mod:`csrl.dialogue.trainer.processes`) each play ``rollout_batch_size`` episodes of their own
+(seeded by their rank too), update one model together (DDP), and log the rollouts of all; the main process writes
+the folder. A checkpoint is the same whoever wrote it, so a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 
 from csrl.data.files import write_text_atomic
 from csrl.dialogue.config import PolicyConfig, PPOConfig
+from csrl.dialogue.trainer import processes
 from csrl.dialogue.trainer.buffer import TrajectoryBuffer
 from csrl.dialogue.trainer.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from csrl.dialogue.trainer.generation import default_policy_config
@@ -120,6 +125,31 @@ def rollout_metrics(buffer: TrajectoryBuffer, stats: RolloutStats, turns: list[T
     return metrics
 
 
+def gather_rollouts(buffer: TrajectoryBuffer, stats: RolloutStats, turns: list[TurnTensors]):
+    """Every process's rollout as one: records and turns in rank order, counts summed, times the slowest's."""
+    if processes.world_size() == 1:
+        return buffer, stats, turns
+    every = processes.gather([stats])
+    merged = RolloutStats(
+        episodes=sum(s.episodes for s in every),
+        turns=sum(s.turns for s in every),
+        generated_tokens=sum(s.generated_tokens for s in every),
+        generate_s=max(s.generate_s for s in every),
+        score_s=max(s.score_s for s in every),
+        env_s=max(s.env_s for s in every),
+        episodic_returns=[r for s in every for r in s.episodic_returns],
+    )
+    return TrajectoryBuffer(processes.gather(buffer.records)), merged, processes.gather(turns)
+
+
+def in_step_digests(policy) -> list[str]:
+    """Each process's :func:`~csrl.dialogue.trainer.processes.parameter_digest`; raises if they differ."""
+    digests = processes.gather([processes.parameter_digest(policy)])
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the processes' parameters diverged after an update (digests by rank: {digests})")
+    return digests
+
+
 # -- the loop --------------------------------------------------------------------------------------------
 
 
@@ -127,7 +157,7 @@ def _saved_reference(policy, reference_dir: Path, resume: bool):
     """The frozen copy of a fully trained policy: saved once at the start, loaded from disk on every (re)start."""
     from csrl.dialogue.models.policy import ActorCritic
 
-    if not (resume and (reference_dir / "policy.json").is_file()):
+    if processes.is_main() and not (resume and (reference_dir / "policy.json").is_file()):
         tmp = reference_dir.with_name(".reference.tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -135,6 +165,7 @@ def _saved_reference(policy, reference_dir: Path, resume: bool):
         if reference_dir.exists():
             shutil.rmtree(reference_dir)
         os.replace(tmp, reference_dir)
+    processes.wait()
     # loaded from disk, not deep-copied: a copy can share state with the policy through monkeypatched methods
     reference = ActorCritic.load(reference_dir).to(policy.device)
     return reference.eval().requires_grad_(False)
@@ -189,11 +220,14 @@ def train_ppo(
         raise ValueError(
             f"{run_dir} already holds checkpoints (iteration {found[0]}): pass resume=True, or choose a new run_dir"
         )
+    main, rank, world_size = processes.is_main(), processes.rank(), processes.world_size()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        run_dir / "ppo_config.json",
-        json.dumps({"ppo": dataclasses.asdict(config), "policy": dataclasses.asdict(policy_config)}, indent=2) + "\n",
-    )
+    if main:
+        write_text_atomic(
+            run_dir / "ppo_config.json",
+            json.dumps({"ppo": dataclasses.asdict(config), "policy": dataclasses.asdict(policy_config),
+                        "world_size": world_size}, indent=2) + "\n",
+        )  # fmt: skip
 
     if policy.is_adapted:  # the same weights with the adapter off: no second copy
         reference = policy.frozen_reference()
@@ -210,10 +244,12 @@ def train_ppo(
         start = found[0] + 1
         # drop iterations logged after the checkpoint; restore the checkpoint's own if the kill came before its line
         metrics_log = [m for m in metrics_log if m["iteration"] < found[0]] + [trainer_state["metrics"]]
-    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics_log))
+    model = processes.wrap(policy)  # DDP with several processes: the update's gradients are all-reduced
+    if main:
+        write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics_log))
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
-    bar = tqdm(range(start, config.total_iterations + 1), desc="PPO", unit="iter", disable=not progress,
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start) if main else None
+    bar = tqdm(range(start, config.total_iterations + 1), desc="PPO", unit="iter", disable=not (progress and main),
                initial=start - 1, total=config.total_iterations)  # fmt: skip
     metrics: dict = dict(metrics_log[-1]) if metrics_log else {}
     try:
@@ -229,24 +265,26 @@ def train_ppo(
                 reference,
                 envs,
                 policy_config,
-                seed=episode_seed(config.seed, iteration),
+                seed=episode_seed(config.seed, iteration, rank),
                 max_turns=config.turns_per_episode,
                 credit=config.credit,
-                episode_offset=(iteration - 1) * len(envs),
+                episode_offset=((iteration - 1) * world_size + rank) * len(envs),
                 forward_batch_size=config.minibatch_size,
             )
             rollout_s = time.perf_counter() - iteration_start
-            buffer.save(run_dir / "buffers" / f"iter_{iteration:04d}.parquet")
 
             update_start = time.perf_counter()
             turns = compute_advantages(buffer, config)
             losses = ppo_update(
-                policy, optimizer, turns, config, seed=episode_seed(config.seed + 1, iteration),
-                temperature=policy_config.temperature,
+                policy, optimizer, turns, config, seed=episode_seed(config.seed + 1, iteration, rank),
+                temperature=policy_config.temperature, model=model,
             )  # fmt: skip
             update_s = time.perf_counter() - update_start
 
+            buffer, stats, turns = gather_rollouts(buffer, stats, turns)
             metrics = {"iteration": iteration, **rollout_metrics(buffer, stats, turns), **losses}
+            if world_size > 1:
+                metrics["distributed/param_digests"] = in_step_digests(policy)
             metrics.update(
                 {
                     "charts/learning_rate": optimizer.param_groups[0]["lr"],
@@ -260,10 +298,16 @@ def train_ppo(
                     "rollout/generate_s": stats.generate_s,
                     "rollout/score_s": stats.score_s,
                     "rollout/env_s": stats.env_s,
+                    "rollout/episodes": stats.episodes,
                     "rollout/turns": stats.turns,
                     "rollout/generated_tokens": stats.generated_tokens,
+                    "distributed/world_size": world_size,
                 }
             )
+            bar.set_postfix(reward=f"{metrics['charts/reward_per_turn']:.3f}", kl=f"{metrics['charts/kl_to_ref']:.3f}")
+            if not main:
+                continue
+            buffer.save(run_dir / "buffers" / f"iter_{iteration:04d}.parquet")
             save_checkpoint(run_dir, iteration, policy, optimizer, metrics, keep=config.keep_checkpoints)
             metrics_log.append(metrics)
             with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -273,10 +317,13 @@ def train_ppo(
                     writer.add_scalar(name, value, iteration)
             writer.flush()
             plot_metrics(metrics_log, run_dir / "plots" / "ppo.png")
-            bar.set_postfix(reward=f"{metrics['charts/reward_per_turn']:.3f}", kl=f"{metrics['charts/kl_to_ref']:.3f}")
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         bar.close()
 
-    policy.save(run_dir / "policy")
-    return {**metrics, "run_dir": str(run_dir), "iterations": config.total_iterations, "resumed_from": start - 1}
+    if main:
+        policy.save(run_dir / "policy")
+    processes.wait()  # the folder is complete before any process goes on
+    return {**metrics, "run_dir": str(run_dir), "iterations": config.total_iterations, "resumed_from": start - 1,
+            "world_size": world_size}  # fmt: skip

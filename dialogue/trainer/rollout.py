@@ -26,13 +26,16 @@ from csrl.dialogue.trainer.episodes import TurnOutcome, play_lockstep
 from csrl.dialogue.trainer.generation import GeneratedTurn, generate_turns, turn_budget
 
 
-def episode_seed(seed: int, iteration: int) -> int:
-    """A 31-bit seed for ``(seed, iteration)``, distinct across both (``numpy.random.SeedSequence``).
+def episode_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """A 31-bit seed for ``(seed, iteration)`` and the process ``rank``, distinct across all three.
 
-    >>> episode_seed(0, 1) == episode_seed(0, 1) != episode_seed(1, 0)
+    Rank 0 draws what a one-process run draws, so adding processes adds episodes and changes none.
+
+    >>> episode_seed(0, 1) == episode_seed(0, 1, rank=0) != episode_seed(1, 0) != episode_seed(0, 1, rank=1)
     True
     """
-    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] >> 1)
+    entropy = [seed, iteration] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
 
 
 @torch.no_grad()

@@ -151,6 +151,8 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # so several CPU processes train data parallel over gloo
+        ddp_find_unused_parameters=False,  # every parameter of the LM is used (and the check costs a graph walk)
         disable_tqdm=True,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # CPU: float32
         fp16=False,
@@ -169,7 +171,8 @@ def run_sft(model, tokenizer, examples: Sequence[dict], config: SFTConfig, outpu
     lm.eval()
     loss_after = completion_loss(lm, tokenizer, dataset)
     steps = int(result.global_step)
-    epochs_seen = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps / len(dataset)
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * args.world_size  # per step
+    epochs_seen = steps * batch / len(dataset)
     seen_tokens = tokens * epochs_seen
     metrics = {
         "loss_before": loss_before,
