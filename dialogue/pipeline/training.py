@@ -210,6 +210,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     policy = sft_stage(corpus, run / "sft", config, retriever=stack.retriever, intents=stack.intents, log=log)
     if policy.is_adapted:  # PPO trains a fresh adapter on the SFT model; disabling it gives the reference
         policy.merge_adapter().add_adapter(config.policy.lora_r, config.policy.lora_alpha)
+    policy.to(processes.state().device)  # this process's device: the CPU, or its own GPU
     envs = make_envs(
         corpus.split("train"), stack, config.env, config.ppo.rollout_batch_size, config.ppo.turns_per_episode
     )
