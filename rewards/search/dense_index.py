@@ -1,7 +1,9 @@
 """A FAISS inner-product index over unit-norm sentence embeddings (inner product = cosine).
 
 ``kind="flat"`` is exact and, for a KB of a few thousand documents, about a millisecond a query;
-``kind="hnsw"`` (M=32, efSearch=64) is the approximate index for large KBs (recall@10 ~0.98 at 100k).
+``kind="hnsw"`` (M=32, efSearch=64) and ``kind="ivf"`` (4·√n lists, 16 probed) are approximate, for large KBs.
+``kind="auto"`` (the default) takes flat up to :data:`FLAT_MAX_DOCS` documents and HNSW above
+(``bench/faiss_index.py`` measures recall@10 against flat and the query time of each on real embeddings).
 
 >>> vectors = np.eye(3, dtype=np.float32)
 >>> index = DenseIndex(vectors)
@@ -19,10 +21,12 @@ import numpy as np
 
 from csrl.rewards.search.bm25 import check_k
 
-KINDS = ("flat", "hnsw")
+KINDS = ("auto", "flat", "hnsw", "ivf")
+FLAT_MAX_DOCS = 20_000  # above it "auto" builds HNSW
 HNSW_M = 32
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
+IVF_PROBES = 16
 _INDEX_FILE = "dense.faiss"
 _META_FILE = "dense.json"
 
@@ -50,31 +54,63 @@ def check_vectors(vectors, dim: int | None = None, what: str = "vectors") -> np.
     return array
 
 
+def choose_kind(kind: str, n_docs: int) -> str:
+    """The index ``kind`` resolves to for ``n_docs`` documents: ``"auto"`` is flat up to :data:`FLAT_MAX_DOCS`.
+
+    >>> choose_kind("auto", 5_000), choose_kind("auto", 100_000), choose_kind("ivf", 10)
+    ('flat', 'hnsw', 'ivf')
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    if kind != "auto":
+        return kind
+    return "flat" if n_docs <= FLAT_MAX_DOCS else "hnsw"
+
+
+def ivf_lists(n_docs: int) -> int:
+    """Lists of an IVF index over ``n_docs``: 4·√n (FAISS's guideline is 4·√n to 16·√n), at most n / 39.
+
+    FAISS's k-means wants at least 39 training points a list.
+
+    >>> ivf_lists(100_000), ivf_lists(100)
+    (1264, 2)
+    """
+    return max(1, min(int(4 * np.sqrt(n_docs)), n_docs // 39))
+
+
 class DenseIndex:
     """Inner-product search over fixed document embeddings.
 
     Args:
         vectors: ``(n_docs, dim)`` document embeddings, unit-norm for cosine scores; at least one.
-        kind: ``"flat"`` (exact) or ``"hnsw"`` (approximate, for large KBs).
+        kind: ``"auto"`` (flat up to :data:`FLAT_MAX_DOCS` documents, HNSW above), ``"flat"`` (exact), or
+            ``"hnsw"`` / ``"ivf"`` (approximate, for large KBs). ``self.kind`` is the kind built.
 
     """
 
-    def __init__(self, vectors: np.ndarray, kind: str = "flat"):
-        if kind not in KINDS:
+    def __init__(self, vectors: np.ndarray, kind: str = "auto"):
+        if kind not in KINDS:  # before the vectors are checked
             raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
         vectors = check_vectors(vectors, what="document vectors")
         if len(vectors) == 0:
             raise ValueError("cannot build a dense index over an empty corpus: pass at least one document vector")
         faiss = _faiss()
-        self.kind = kind
+        self.kind = choose_kind(kind, len(vectors))
         self.dim = int(vectors.shape[1])
-        if kind == "flat":
+        if self.kind == "flat":
             self.index = faiss.IndexFlatIP(self.dim)
-        else:
+        elif self.kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        else:
+            quantizer = faiss.IndexFlatIP(self.dim)
+            self.index = faiss.IndexIVFFlat(quantizer, self.dim, ivf_lists(len(vectors)), faiss.METRIC_INNER_PRODUCT)
+            self.index.train(vectors)
+            self.index.nprobe = IVF_PROBES
         self.index.add(vectors)
+        if self.kind == "ivf":
+            self.index.make_direct_map()  # so a saved index gives its vectors back (reconstruct_n)
         self.vectors = vectors  # kept for exact pair cosines (documents x queries)
 
     def __len__(self) -> int:
@@ -118,6 +154,9 @@ class DenseIndex:
         self.index = faiss.read_index(str(folder / _INDEX_FILE))
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        elif self.kind == "ivf":
+            self.index.nprobe = IVF_PROBES
+            self.index.make_direct_map()
         if len(self) != meta["n_docs"]:
             raise ValueError(f"{folder}: {_INDEX_FILE} holds {len(self)} vectors, {_META_FILE} says {meta['n_docs']}")
         self.vectors = self.index.reconstruct_n(0, len(self)).astype(np.float32)

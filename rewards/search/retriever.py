@@ -100,7 +100,8 @@ class HybridRetriever:
     Args:
         documents: the knowledge base (at least one document, unique ids).
         encoder: the shared :class:`csrl.rewards.encoder.TextEncoder` (anything with ``encode(list) -> (n, dim)``).
-        dense_kind: ``"flat"`` (exact) or ``"hnsw"`` (large KBs).
+        dense_kind: the FAISS index: ``"auto"`` (exact up to 20k documents, HNSW above), ``"flat"``, ``"hnsw"``
+            or ``"ivf"`` (:class:`~csrl.rewards.search.dense_index.DenseIndex`).
         candidates: documents taken from each of BM25 and dense per query before re-ranking.
         calibration: the relevance map; :meth:`fit_calibration` replaces it.
         doc_vectors: precomputed ``(n_docs, dim)`` embeddings of :func:`document_text` (skips encoding).
@@ -113,7 +114,7 @@ class HybridRetriever:
         documents: Sequence[KBDocument],
         encoder,
         *,
-        dense_kind: str = "flat",
+        dense_kind: str = "auto",
         candidates: int = 50,
         calibration: Calibration | None = None,
         doc_vectors: np.ndarray | None = None,

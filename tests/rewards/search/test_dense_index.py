@@ -18,13 +18,26 @@ def test_dense_flat_search_matches_brute_force_on_real_embeddings(encoder):
     np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :3], rtol=1e-5)
     assert KB[indices[1, 0]].id == "r-Pho Van"
     assert KB[indices[2, 0]].id == "b-fraud"
-    hnsw = DenseIndex(vectors, kind="hnsw")
-    assert hnsw.search(queries, k=1)[0].tolist() == indices[:, :1].tolist()  # exact on a KB this small
+    for kind in ("hnsw", "ivf"):
+        approximate = DenseIndex(vectors, kind=kind)
+        assert approximate.search(queries, k=1)[0].tolist() == indices[:, :1].tolist()  # exact on a KB this small
+
+
+def test_auto_builds_flat_for_a_small_kb_and_hnsw_above_the_threshold(monkeypatch):
+    from csrl.rewards.search import dense_index
+
+    vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # unit norm: each vector's best match is itself
+    assert DenseIndex(vectors).kind == "flat"
+    monkeypatch.setattr(dense_index, "FLAT_MAX_DOCS", 49)
+    index = DenseIndex(vectors)
+    assert index.kind == "hnsw" and len(index) == 50
+    assert index.search(vectors[:5], k=1)[0].ravel().tolist() == [0, 1, 2, 3, 4]  # each vector finds itself
 
 
 def test_dense_save_load_round_trip(encoder, tmp_path):
     vectors = encoder.encode([d.text for d in KB[:6]])
-    for kind in ("flat", "hnsw"):
+    for kind in ("flat", "hnsw", "ivf"):
         index = DenseIndex(vectors, kind=kind)
         index.save(tmp_path / kind)
         loaded = DenseIndex.load(tmp_path / kind)
@@ -40,7 +53,7 @@ def test_dense_save_load_round_trip(encoder, tmp_path):
         (lambda: DenseIndex(np.zeros((0, 4))), ValueError, "empty corpus: pass at least one document vector"),
         (lambda: DenseIndex(np.ones(4)), ValueError, r"must be 2-D \(n, dim\), got shape \(4,\)"),
         (lambda: DenseIndex("vectors"), TypeError, "2-D float array of embeddings, got a str"),
-        (lambda: DenseIndex(np.ones((2, 4)), kind="ivf"), ValueError, "kind='ivf': expected one of"),
+        (lambda: DenseIndex(np.ones((2, 4)), kind="annoy"), ValueError, "kind='annoy': expected one of"),
         (lambda: DenseIndex(np.full((2, 4), np.nan)), ValueError, "NaN or infinite"),
         (
             lambda: DenseIndex(np.eye(4)).search(np.ones((1, 3)), 1),
