@@ -181,6 +181,11 @@ class ServeArguments(RunArguments):
         metadata={"help": "the policy answering POST /v1/reply and the chat page at / ('none': score only)",
                   "choices": ("ppo", "sft", "none")},
     )  # fmt: skip
+    workers: int = field(
+        default=1,
+        metadata={"help": "server processes, each with the run loaded and an equal share of the cores (requests "
+                          "are spread over them by the kernel)"},
+    )  # fmt: skip
 
 
 @dataclass

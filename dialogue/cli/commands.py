@@ -231,26 +231,57 @@ def _score(args: ScoreArguments) -> int:
     return 1 if problems and not scored else 0
 
 
-def _serve(args: ServeArguments) -> int:
+SERVE_SETTINGS = "CSRL_SERVE_SETTINGS"  # how `csrl serve --workers N` hands its options to each worker process
+
+
+def served_app(settings: dict | None = None):
+    """The app ``csrl serve`` runs: ``settings`` (run, policy, token, max_body_bytes, threads) or the environment's.
+
+    With ``--workers N`` uvicorn starts N processes, each calling this factory (``factory=True``): every
+    worker loads the run itself and uses its share of the cores.
+    """
     import os
 
-    import uvicorn
+    import torch
 
     from csrl.dialogue.pipeline.runs import open_run
     from csrl.dialogue.serving.reply_api import ReplyService
     from csrl.dialogue.serving.server import create_app
 
-    run = open_run(args.run)
+    settings = settings if settings is not None else json.loads(os.environ[SERVE_SETTINGS])
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    run = open_run(settings["run"])
+    policy = settings["policy"]
+    replies = None if policy == "none" else ReplyService(run.replier(policy), run.stack.documents)
+    return create_app(run.scorer(), replies=replies, run_name=run.path.name,
+                      max_body_bytes=settings["max_body_bytes"], token=settings["token"])  # fmt: skip
+
+
+def _serve(args: ServeArguments) -> int:
+    import os
+
+    import uvicorn
+
+    if args.workers < 1:
+        print(f"csrl serve: --workers {args.workers}: give at least 1", file=sys.stderr)
+        return 2
     token = args.token or os.environ.get("CSRL_TOKEN") or None
-    replies = None if args.policy == "none" else ReplyService(run.replier(args.policy), run.stack.documents)
-    app = create_app(run.scorer(), replies=replies, run_name=run.path.name, max_body_bytes=args.max_body_bytes,
-                     token=token)  # fmt: skip
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print("csrl: warning: serving beyond loopback without --token; anyone who can reach it can use it",
               file=sys.stderr)  # fmt: skip
-    if replies is not None:
+    settings = {"run": args.run, "policy": args.policy, "token": token, "max_body_bytes": args.max_body_bytes}
+    if args.policy != "none":
         print(f"csrl: chat with the {args.policy} policy at http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    if args.workers == 1:
+        uvicorn.run(served_app(settings), host=args.host, port=args.port, log_level="info")
+        return 0
+    # each worker a process of its own, with an equal share of the cores (at least one thread)
+    settings["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
+    os.environ[SERVE_SETTINGS] = json.dumps(settings)
+    # a worker loads the run before it answers uvicorn's readiness check (5 s by default): give it time
+    uvicorn.run("csrl.dialogue.cli.commands:served_app", factory=True, workers=args.workers, host=args.host,
+                port=args.port, log_level="info", timeout_worker_healthcheck=600)  # fmt: skip
     return 0
 
 

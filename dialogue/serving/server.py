@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ def create_app(
         return {
             "status": "ok",
             "run": run_name,
+            "pid": os.getpid(),  # which worker answered, with `csrl serve --workers N`
             "components": sorted(scorer.reward.components),
             "intents": len(scorer.intents),
             "batches_scored": batcher.batches,

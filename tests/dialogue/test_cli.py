@@ -100,3 +100,44 @@ def test_a_switch_before_the_path_leaves_the_path_alone():
 def test_resume_without_preset_reads_the_runs_own_config(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "missing"), "--resume"]) == 2
     assert "not a csrl run folder" in capsys.readouterr().err
+
+
+def test_serve_workers_spread_requests_over_processes(debug_run):
+    """``csrl serve --workers 2``: two processes, each with the run loaded, answer on one port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    csrl = str(Path(sys.executable).with_name("csrl"))
+    server = subprocess.Popen(
+        [csrl, "serve", "--run", str(debug_run[0]), "--workers", "2", "--policy", "none", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, pids = time.monotonic() + 240, set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                pids.add(httpx.get(f"{url}/healthz", timeout=5).json()["pid"])
+            except httpx.TransportError:  # the workers are still loading the run
+                time.sleep(1)
+        assert len(pids) == 2 and server.pid not in pids  # two workers answered, not the supervisor
+        turn = {"history": [{"role": "customer", "text": "Can I book a table?"}], "reply": "For how many people?"}
+        results = httpx.post(f"{url}/v1/score", json={"turns": [turn, turn]}, timeout=60).json()["results"]
+        assert len(results) == 2 and results[0]["reward"] == results[1]["reward"]
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=60)[0]
+    assert "died" not in output  # no worker was lost (e.g. killed for loading slower than the readiness check)
+
+
+def test_serve_needs_at_least_one_worker(capsys):
+    assert main(["serve", "--run", "runs/none", "--workers", "0"]) == 2
+    assert "--workers 0: give at least 1" in capsys.readouterr().err
