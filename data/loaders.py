@@ -180,10 +180,18 @@ def load_csv(path: str | Path, *, skip_invalid: bool = False, mapping: ColumnMap
 def load_conversations(
     source: str | Path, *, skip_invalid: bool = False, mapping: ColumnMapping | None = None
 ) -> LoadReport:
-    """Load chat logs from ``"star"`` (the embedded corpus), a ``.jsonl[.gz]`` or a ``.csv[.gz]`` file.
+    """Load chat logs: ``"star"``, a ``.jsonl[.gz]`` / ``.csv[.gz]`` file, or a ``csrl data ingest`` folder.
+
+    An ingested folder (:mod:`csrl.data.ingest`) was validated when it was written; its rows are read back as is.
 
     ``mapping`` (columns, role values, bursts) applies to CSV files only; see :func:`load_csv`.
     """
+    from csrl.data.ingest import is_ingested, iter_conversations  # it reads logs through this module
+
+    if is_ingested(source):
+        if mapping is not None:
+            raise ValueError(f"{source} was ingested already: its columns were mapped then; leave the mapping out")
+        return LoadReport(source=str(source), conversations=list(iter_conversations(source)))
     if str(source) == "star" or format_of(Path(source)) in JSONL_SUFFIXES:
         if mapping is not None:
             raise ValueError(f"a column mapping applies to CSV logs only, not to {source}: leave it out")

@@ -82,6 +82,18 @@ class DataValidateArguments(MappingArguments):
 
 
 @dataclass
+class DataIngestArguments(MappingArguments):
+    """Validate logs once into an on-disk Arrow folder that csrl reads memory-mapped (--data FOLDER)."""
+
+    path: str = field(
+        metadata={"help": "a .jsonl or .csv file of logs ('star': the embedded corpus)", "positional": True}
+    )
+    out: str = field(metadata={"help": "the folder to write (must not exist)"})
+    seed: int = config_field(DataConfig, "seed")
+    skip_invalid: bool = field(default=False, metadata={"help": "leave invalid records out (and count them)"})
+
+
+@dataclass
 class TrainArguments(MappingArguments):
     """Train reward models, SFT and PPO on chat logs (stages cached)."""
 

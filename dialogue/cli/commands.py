@@ -15,6 +15,7 @@ import sys
 
 from csrl.dialogue.cli.arguments import (
     ChatArguments,
+    DataIngestArguments,
     DataStatsArguments,
     DataValidateArguments,
     EvalArguments,
@@ -59,6 +60,22 @@ def _data_stats(args: DataStatsArguments) -> int:
         ignored = "; ".join(f"{reason}: {n:,}" for reason, n in stats["ignored"]["reasons"].items())
         print(f"ignored rows  {stats['ignored']['count']:,}" + (f" ({ignored})" if ignored else ""))
         print(f"merged        {stats['merged_messages']:,} messages into the turn before them (bursts)")
+    return 0
+
+
+def _data_ingest(args: DataIngestArguments) -> int:
+    from csrl.data import InvalidDataError
+    from csrl.data.ingest import ingest
+
+    try:
+        report = ingest(args.path, args.out, seed=args.seed, mapping=args.column_mapping(),
+                        skip_invalid=args.skip_invalid)  # fmt: skip
+    except (InvalidDataError, FileExistsError, ValueError) as err:
+        print(f"csrl data ingest: {err}", file=sys.stderr)
+        return 1
+    skipped = f", {len(report.problems):,} invalid record(s) skipped" if report.problems else ""
+    print(f"ingested {report.conversations:,} conversations ({report.turns:,} turns) into {args.out} in "
+          f"{report.seconds:.1f} s{skipped}; train with --data {args.out}")  # fmt: skip
     return 0
 
 
@@ -310,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     _add_command(data_commands, "stats", DataStatsArguments, _data_stats)
     _add_command(data_commands, "validate", DataValidateArguments, _data_validate)
+    _add_command(data_commands, "ingest", DataIngestArguments, _data_ingest)
     intents = commands.add_parser("intents", help="Find the intents of logs without intent labels.")
     intents_commands = intents.add_subparsers(dest="intents_command", required=True)
     _add_command(intents_commands, "discover", IntentsDiscoverArguments, _intents_discover)
