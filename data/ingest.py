@@ -194,13 +194,20 @@ def open_ingested(path: str | Path):
     return Dataset.from_file(str(Path(path) / CONVERSATIONS_FILE))
 
 
-def iter_conversations(path: str | Path, batch_size: int = 1_000) -> Iterator[Conversation]:
-    """The ingested conversations one at a time, read ``batch_size`` rows at a time."""
-    dataset = open_ingested(path)
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset[start : start + batch_size]
-        for i in range(len(batch["id"])):
-            yield row_conversation({name: column[i] for name, column in batch.items()})
+def iter_conversations(path: str | Path) -> Iterator[Conversation]:
+    """The ingested conversations one at a time, read a written batch at a time.
+
+    The file is read as a stream, not memory-mapped: a pass over the logs keeps one batch resident, where a
+    memory map would count every page it touched as this process's memory.
+    """
+    import pyarrow as pa
+
+    if not is_ingested(path):
+        raise FileNotFoundError(f"{path} is not an ingested folder: expected {CONVERSATIONS_FILE} (csrl data ingest)")
+    with pa.OSFile(str(Path(path) / CONVERSATIONS_FILE), "rb") as source:
+        for batch in pa.ipc.open_stream(source):
+            for row in batch.to_pylist():
+                yield row_conversation(row)
 
 
 __all__ = [

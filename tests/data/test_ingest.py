@@ -23,7 +23,7 @@ def test_ingest_round_trips_every_field_in_batches(star_sample, tmp_path):
     path, conversations = star_sample
     report = ingest(path, tmp_path / "logs.arrow", seed=3, batch_size=7)  # 200 rows: 28 full batches and a part
     assert (report.conversations, report.turns) == (200, sum(len(c.turns) for c in conversations))
-    back = list(iter_conversations(tmp_path / "logs.arrow", batch_size=64))
+    back = list(iter_conversations(tmp_path / "logs.arrow"))
     assert [c.id for c in back] == [c.id for c in conversations]
     from_file = load_corpus(path, seed=3).conversations  # the splits load_corpus gives the same logs
     assert back == from_file  # turns, tool results, intents, ratings, splits: all equal
@@ -65,5 +65,6 @@ def test_an_existing_folder_is_never_overwritten(star_sample, tmp_path):
 
 
 def test_a_folder_that_was_not_ingested_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="is not an ingested folder: expected conversations.arrow"):
-        open_ingested(tmp_path)
+    for read in (open_ingested, lambda path: next(iter_conversations(path))):
+        with pytest.raises(FileNotFoundError, match="is not an ingested folder: expected conversations.arrow"):
+            read(tmp_path)
