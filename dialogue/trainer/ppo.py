@@ -229,7 +229,7 @@ def minibatch_bounds(turns: int, minibatch_size: int, count: int) -> list[tuple[
     """
     if math.ceil(turns / minibatch_size) == count:
         return [(start, min(start + minibatch_size, turns)) for start in range(0, turns, minibatch_size)]
-    edges = np.linspace(0, turns, count + 1).round().astype(int).tolist()
+    edges = [-(-k * turns // count) for k in range(count + 1)]  # ceil(k * turns / count): empty slices come last
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
