@@ -185,13 +185,17 @@ def is_ingested(path: str | Path) -> bool:
     return (Path(path) / CONVERSATIONS_FILE).is_file()
 
 
+def _conversations_file(path: str | Path) -> Path:
+    if not is_ingested(path):
+        raise FileNotFoundError(f"{path} is not an ingested folder: expected {CONVERSATIONS_FILE} (csrl data ingest)")
+    return Path(path) / CONVERSATIONS_FILE
+
+
 def open_ingested(path: str | Path):
     """The ingested conversations as a memory-mapped ``datasets.Dataset`` (rows are read from disk on demand)."""
     from datasets import Dataset
 
-    if not is_ingested(path):
-        raise FileNotFoundError(f"{path} is not an ingested folder: expected {CONVERSATIONS_FILE} (csrl data ingest)")
-    return Dataset.from_file(str(Path(path) / CONVERSATIONS_FILE))
+    return Dataset.from_file(str(_conversations_file(path)))
 
 
 def iter_conversations(path: str | Path) -> Iterator[Conversation]:
@@ -202,9 +206,7 @@ def iter_conversations(path: str | Path) -> Iterator[Conversation]:
     """
     import pyarrow as pa
 
-    if not is_ingested(path):
-        raise FileNotFoundError(f"{path} is not an ingested folder: expected {CONVERSATIONS_FILE} (csrl data ingest)")
-    with pa.OSFile(str(Path(path) / CONVERSATIONS_FILE), "rb") as source:
+    with pa.OSFile(str(_conversations_file(path)), "rb") as source:
         for batch in pa.ipc.open_stream(source):
             for row in batch.to_pylist():
                 yield row_conversation(row)

@@ -89,13 +89,11 @@ class DenseIndex:
     """
 
     def __init__(self, vectors: np.ndarray, kind: str = "auto"):
-        if kind not in KINDS:  # before the vectors are checked
-            raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
         vectors = check_vectors(vectors, what="document vectors")
         if len(vectors) == 0:
             raise ValueError("cannot build a dense index over an empty corpus: pass at least one document vector")
-        faiss = _faiss()
         self.kind = choose_kind(kind, len(vectors))
+        faiss = _faiss()
         self.dim = int(vectors.shape[1])
         if self.kind == "flat":
             self.index = faiss.IndexFlatIP(self.dim)
