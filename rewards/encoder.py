@@ -6,6 +6,11 @@ the next. Where the hardware computes bfloat16 natively (CPUs with AVX512-BF16 o
 ``precision="auto"`` runs the model under bfloat16 autocast: ~1.7x the texts/s on such a CPU, with
 embeddings within cosine 0.9999 of float32 (``bench/score_speed.py`` times both). The price: a text's
 embedding moves by ~1e-3 with the length its batch is padded to (~1e-7 in float32).
+
+The customer's need (all their messages, the longest text of a turn) is embedded one of two ways
+(``need_embedding``): ``"text"`` embeds the joined messages as one text, so every turn pays for the whole
+history again; ``"messages"`` embeds each message once and takes the normalised mean, so a dialogue's
+later turns reuse the embeddings of its earlier messages and a turn costs its new texts only.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from csrl.rewards.config import DEFAULT_ENCODER, PRECISIONS
+from csrl.rewards.config import DEFAULT_ENCODER, NEED_EMBEDDINGS, PRECISIONS
+from csrl.rewards.context import Need
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -70,6 +76,8 @@ class TextEncoder:
         device: ``"cpu"``, ``"cuda"`` or ``None`` for automatic.
         precision: ``"auto"`` (bfloat16 autocast where the hardware has it, else float32), ``"float32"``
             or ``"bfloat16"``.
+        need_embedding: how a :class:`~csrl.rewards.context.Need` is embedded: ``"text"`` (the joined
+            messages) or ``"messages"`` (the normalised mean of its messages' embeddings); see the module docstring.
 
     """
 
@@ -82,12 +90,16 @@ class TextEncoder:
         batch_size: int = 16,
         device: str | None = None,
         precision: str = "auto",
+        need_embedding: str = "text",
     ):
         from sentence_transformers import SentenceTransformer
 
         if max_seq_length < 8:
             raise ValueError(f"max_seq_length={max_seq_length} is too short to embed a sentence; use >= 8")
+        if need_embedding not in NEED_EMBEDDINGS:
+            raise ValueError(f"need_embedding={need_embedding!r}: expected one of {', '.join(NEED_EMBEDDINGS)}")
         self.name = model
+        self.need_embedding = need_embedding
         self.model = SentenceTransformer(resolve_encoder_path(model), device=device)
         self.model.max_seq_length = max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
@@ -98,9 +110,26 @@ class TextEncoder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` -> float32 array ``(len(texts), dim)``, unit-norm rows; cached texts are free."""
+        """Embed ``texts`` -> float32 array ``(len(texts), dim)``, unit-norm rows; cached texts are free.
+
+        With ``need_embedding="messages"`` a :class:`~csrl.rewards.context.Need` among ``texts`` is the mean of
+        its messages' embeddings (one encoder call embeds every text and message).
+        """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
+        if self.need_embedding == "text" or not any(isinstance(t, Need) for t in texts):
+            return self._embed(texts)
+        parts = [(t.messages or ("",)) if isinstance(t, Need) else (t,) for t in texts]
+        vectors = self._embed([str(m) for part in parts for m in part])
+        rows, start = [], 0
+        for part in parts:  # a one-message need is that message's embedding, exactly
+            mean = vectors[start : start + len(part)].mean(axis=0)
+            rows.append(vectors[start] if len(part) == 1 else mean / max(float(np.linalg.norm(mean)), 1e-12))
+            start += len(part)
+        return np.stack(rows).astype(np.float32)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's own embedding, ``(len(texts), dim)``, through the cache."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             # autocast keeps layer norms and softmax in float32; only the matrix products run in bfloat16

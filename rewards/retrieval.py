@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from csrl.data.schema import Conversation
+from csrl.rewards.context import Need
 from csrl.rewards.search.bm25 import lucene_idf, tokenize
 from csrl.rewards.search.retriever import Calibration, HybridRetriever, fit_relevance_map, logged_searches
 
@@ -120,7 +121,7 @@ class RetrievalReward:
         """
         if self.need_messages is None:
             return ctx.need_text()
-        return " ".join(ctx.customer_messages()[-self.need_messages :][::-1])
+        return Need(ctx.customer_messages()[-self.need_messages :][::-1])
 
     def added_words(self, ctx) -> list[str]:
         """The reply's tokens that no customer message contains, in order, each once."""

@@ -87,7 +87,21 @@ def _compose(config, retrieval: RetrievalReward, intent: IntentClassifier, satis
 
 def reward_encoder(config: RewardConfig) -> TextEncoder:
     """The sentence encoder ``config`` names, at its sequence length and precision."""
-    return TextEncoder(config.encoder, max_seq_length=config.max_seq_length, precision=config.encoder_precision)
+    return TextEncoder(
+        config.encoder,
+        max_seq_length=config.max_seq_length,
+        precision=config.encoder_precision,
+        need_embedding=config.need_embedding,
+    )
+
+
+def check_need_embedding(encoder: TextEncoder, config: RewardConfig) -> None:
+    """The heads read need embeddings made one way: an encoder that makes them another way is an error."""
+    if getattr(encoder, "need_embedding", "text") != config.need_embedding:
+        raise ValueError(
+            f"the reward models embed the need as {config.need_embedding!r}, but the encoder given embeds it as "
+            f"{encoder.need_embedding!r}: build the encoder with reward_encoder(config)"
+        )
 
 
 def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None) -> RewardStack:
@@ -95,8 +109,11 @@ def load_reward_stack(folder: str | Path, *, encoder: TextEncoder | None = None)
     folder = Path(folder)
     if not is_done(folder):
         raise FileNotFoundError(f"{folder}: no complete reward models (no {DONE} marker); train them with csrl train")
-    config = RewardConfig(**json.loads((folder / "reward_config.json").read_text()))
+    values = json.loads((folder / "reward_config.json").read_text())
+    values.setdefault("need_embedding", "text")  # folders from before the option embedded the joined text
+    config = RewardConfig(**values)
     encoder = encoder or reward_encoder(config)
+    check_need_embedding(encoder, config)
     documents = load_knowledge_base(folder / "knowledge_base.jsonl")
     retriever = HybridRetriever.load(folder / "retriever", documents, encoder)
     retrieval = RetrievalReward.load(folder / "retrieval", retriever)
@@ -134,6 +151,7 @@ def build_reward_stack(
     if not train or not test:
         raise ValueError(f"need train and test conversations, got {len(train)} and {len(test)}: use more logs")
     encoder = encoder or reward_encoder(config)
+    check_need_embedding(encoder, config)
     timings = {}
 
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from csrl.dialogue.serving.reply import METHODS, Decoding
 from csrl.dialogue.serving.server import DEFAULT_MAX_BODY_BYTES
 from csrl.dialogue.trainer.credit import CREDITS
 from csrl.env import EnvConfig, ReactiveCustomer, ReplayCustomer
+from csrl.rewards.config import NEED_EMBEDDINGS, RewardConfig
 
 SIMULATORS = (ReplayCustomer.name, ReactiveCustomer.name)
 
@@ -109,6 +110,9 @@ class TrainArguments(MappingArguments):
         PPOConfig, "credit", default=None, choices=CREDITS, note=f"default {PPOConfig().credit}"
     )
     model: str | None = config_field(PolicyConfig, "model", default=None, note="default: the preset's")
+    need_embedding: str | None = config_field(
+        RewardConfig, "need_embedding", default=None, choices=NEED_EMBEDDINGS, note="default: the preset's"
+    )
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/PRESET, runs/PRESET-CREDIT)"})
     seed: int = config_field(DataConfig, "seed")
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})

@@ -184,6 +184,10 @@ def _train(args: TrainArguments) -> int:
         config = TrainConfig.from_preset(preset, data=data, credit=args.credit)
     if args.model is not None:
         config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, model=args.model))
+    if args.need_embedding is not None:
+        config = dataclasses.replace(
+            config, reward=dataclasses.replace(config.reward, need_embedding=args.need_embedding)
+        )
     if args.ppo_iterations is not None:  # e.g. continue a finished run for longer with --resume
         config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_iterations=args.ppo_iterations))
     train(config, out, resume=args.resume, progress=not args.quiet)

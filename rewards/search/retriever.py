@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from csrl.data.schema import Conversation, KBDocument
+from csrl.rewards.context import Need
 from csrl.rewards.search.bm25 import BM25Index, check_k, check_texts, normalize_by_best, tokenize
 from csrl.rewards.search.dense_index import DenseIndex
 
@@ -369,7 +370,7 @@ def logged_searches(
                 if not as_need:
                     searches.append((turn.query, relevant))
                 elif said:
-                    searches.append((" ".join(said[-(need_messages or len(said)) :][::-1]), relevant))
+                    searches.append((Need(said[-(need_messages or len(said)) :][::-1]), relevant))
     return searches
 
 
@@ -400,7 +401,7 @@ def answer_supported_searches(
             if turn.role == "customer":
                 said.append(turn.text)
             elif turn.role == "agent" and said and is_informative_answer(turn.text):
-                query = " ".join(said[-(need_messages or len(said)) :][::-1]) if as_need else said[-1]
+                query = Need(said[-(need_messages or len(said)) :][::-1]) if as_need else said[-1]
                 pairs.append((query, turn.text))
     if len(pairs) > max_answers:
         keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_answers, replace=False))

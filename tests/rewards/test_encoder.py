@@ -55,3 +55,52 @@ def test_unknown_precision_is_refused_with_the_choices():
         resolve_precision("fp8", "cpu")
     with pytest.raises(ValueError, match=r"encoder_precision='half'"):
         RewardConfig(encoder_precision="half")
+
+
+def test_a_need_is_its_joined_text_or_the_mean_of_its_messages(encoder):
+    import pickle
+
+    from csrl.rewards.context import Need
+
+    need = Need(["book a table for two", "hi there"])
+    assert need == "book a table for two hi there" and pickle.loads(pickle.dumps(need)).messages == need.messages
+    as_text = encoder.encode([need])
+    np.testing.assert_array_equal(as_text, encoder.encode(["book a table for two hi there"]))
+    encoder.need_embedding = "messages"
+    try:
+        mean_of, plain, empty = encoder.encode([need, "hi there", Need([])])
+        messages = encoder.encode(["book a table for two", "hi there"])
+    finally:
+        encoder.need_embedding = "text"
+    expected = messages.mean(axis=0) / np.linalg.norm(messages.mean(axis=0))
+    np.testing.assert_allclose(mean_of, expected, atol=1e-6)
+    assert float(mean_of @ as_text[0]) < 0.99, "the two ways embed the need differently"
+    np.testing.assert_array_equal(plain, messages[1])  # a plain text is embedded as itself in either way
+    np.testing.assert_array_equal(empty, encoder.encode([""])[0])  # no message yet: the empty text's embedding
+
+
+def test_messages_mode_reuses_earlier_messages_at_later_turns(encoder):
+    from csrl.rewards.context import Need
+
+    encoder.need_embedding = "messages"
+    try:
+        encoder.encode([Need(["my card was stolen"])])
+        encoder.model, model = None, encoder.model  # only the new message may be embedded now
+        try:
+            with pytest.raises(AttributeError):
+                encoder.encode([Need(["Sam Lee", "my card was stolen"])])
+        finally:
+            encoder.model = model
+        encoder.encode(["Sam Lee"])
+        encoder.model, model = None, encoder.model
+        try:
+            assert encoder.encode([Need(["Sam Lee", "my card was stolen"])]).shape == (1, encoder.dim)
+        finally:
+            encoder.model = model
+    finally:
+        encoder.need_embedding = "text"
+
+
+def test_unknown_need_embedding_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"need_embedding='words': expected one of text, messages"):
+        RewardConfig(need_embedding="words")

@@ -66,3 +66,34 @@ def test_the_gate_and_broken_negatives_reach_the_trained_stack(debug_run, held_o
         parts = result.components
         assert parts["retrieval"] == pytest.approx(parts["retrieval_ungated"] * parts["satisfaction"])
     assert load_reward_stack(copy, encoder=stack.encoder).config.retrieval_fit_gate
+
+
+def test_a_stack_on_message_embeddings_scores_with_them_and_refuses_the_other_encoder(
+    debug_run, held_out_contexts, tmp_path
+):
+    import dataclasses
+    import json
+
+    run = open_run(debug_run[0])
+    config = dataclasses.replace(run.config.reward, need_embedding="messages")
+    folder = tmp_path / "rewards"
+    stack = build_reward_stack(run.corpus, folder, config, run.config.reward_training, log=lambda *_: None)
+    assert stack.encoder.need_embedding == "messages"
+    assert json.loads((folder / "reward_config.json").read_text())["need_embedding"] == "messages"
+    ours = [r.total for r in stack.reward.score(held_out_contexts)]
+    theirs = [r.total for r in run.stack.reward.score(held_out_contexts)]
+    assert ours != theirs and all(-0.1 <= total <= 1.0 for total in ours)
+    with pytest.raises(ValueError, match="the reward models embed the need as 'messages'"):
+        load_reward_stack(folder, encoder=run.stack.encoder)
+    reloaded = load_reward_stack(folder)
+    assert [r.total for r in reloaded.reward.score(held_out_contexts)] == pytest.approx(ours, abs=0.01)
+
+
+def test_a_folder_from_before_the_need_option_embeds_the_joined_text(debug_run, tmp_path):
+    import json
+
+    copy = shutil.copytree(debug_run[0] / "rewards", tmp_path / "rewards")
+    values = json.loads((copy / "reward_config.json").read_text())
+    del values["need_embedding"]
+    (copy / "reward_config.json").write_text(json.dumps(values))
+    assert load_reward_stack(copy).encoder.need_embedding == "text"
