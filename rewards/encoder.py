@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,19 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bfloat16" if device == "cpu" and cpu_has_native_bf16() else "float32"
 
 
+@contextmanager
+def cpu_threads(count: int | None):
+    """Run the block with ``count`` torch CPU threads (``None``: as set), then restore the setting."""
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def resolve_encoder_path(name_or_path: str) -> str:
     """Map the embedded default to its folder inside site-packages; pass other paths/ids through."""
     if name_or_path == DEFAULT_ENCODER:
@@ -78,6 +92,10 @@ class TextEncoder:
             or ``"bfloat16"``.
         need_embedding: how a :class:`~csrl.rewards.context.Need` is embedded: ``"text"`` (the joined
             messages) or ``"messages"`` (the normalised mean of its messages' embeddings); see the module docstring.
+        one_thread_up_to: calls that embed at most this many new texts run on one CPU thread. On 2 cores a
+            single turn's two or three texts scored with p50 17 ms on one thread against 40 ms on two (threads
+            wait on each other more than they compute for so few rows), while a batch ran about as fast on
+            either (bench/score_speed.py); 0 keeps torch's setting for every call.
 
     """
 
@@ -91,6 +109,7 @@ class TextEncoder:
         device: str | None = None,
         precision: str = "auto",
         need_embedding: str = "text",
+        one_thread_up_to: int = 8,
     ):
         from sentence_transformers import SentenceTransformer
 
@@ -106,6 +125,7 @@ class TextEncoder:
         self.device = str(self.model.device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
+        self.one_thread_up_to = one_thread_up_to
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -133,7 +153,10 @@ class TextEncoder:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             # autocast keeps layer norms and softmax in float32; only the matrix products run in bfloat16
-            with torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=self.precision == "bfloat16"):
+            with (
+                torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=self.precision == "bfloat16"),
+                cpu_threads(1 if self.device == "cpu" and len(missing) <= self.one_thread_up_to else None),
+            ):
                 vectors = self.model.encode(
                     missing, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
                 ).astype(np.float32)

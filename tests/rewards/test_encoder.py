@@ -104,3 +104,25 @@ def test_messages_mode_reuses_earlier_messages_at_later_turns(encoder):
 def test_unknown_need_embedding_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"need_embedding='words': expected one of text, messages"):
         RewardConfig(need_embedding="words")
+
+
+def test_a_small_call_runs_on_one_thread_and_the_setting_comes_back(encoder, monkeypatch):
+    import torch
+
+    seen = []
+    real = encoder.model.encode
+
+    def spy(texts, **kwargs):
+        seen.append((len(texts), torch.get_num_threads()))
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(encoder.model, "encode", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        encoder.encode([f"a small call {i}" for i in range(encoder.one_thread_up_to)])
+        encoder.encode([f"a large call {i}" for i in range(encoder.one_thread_up_to + 1)])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(encoder.one_thread_up_to, 1), (encoder.one_thread_up_to + 1, 2)]
