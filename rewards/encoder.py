@@ -150,7 +150,7 @@ class TextEncoder:
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's own embedding, ``(len(texts), dim)``, through the cache."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        missing = list(dict.fromkeys(str(t) for t in texts if t not in self._cache))  # a Need is cached as text
         if missing:
             # autocast keeps layer norms and softmax in float32; only the matrix products run in bfloat16
             with (
