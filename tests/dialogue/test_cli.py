@@ -141,3 +141,21 @@ def test_serve_workers_spread_requests_over_processes(debug_run):
 def test_serve_needs_at_least_one_worker(capsys):
     assert main(["serve", "--run", "runs/none", "--workers", "0"]) == 2
     assert "--workers 0: give at least 1" in capsys.readouterr().err
+
+
+def test_need_embedding_reaches_the_training_config(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_train(config, out, **_):
+        seen["config"], seen["out"] = config, out
+        return {}
+
+    monkeypatch.setattr("csrl.dialogue.pipeline.training.train", fake_train)
+    out = str(tmp_path / "run")
+    assert main(["train", "--preset", "debug", "--need-embedding", "messages", "--out", out]) == 0
+    assert seen["config"].reward.need_embedding == "messages" and seen["out"] == out
+    assert main(["train", "--preset", "debug", "--out", out]) == 0
+    assert seen["config"].reward.need_embedding == "text"  # the preset's
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--need-embedding", "words"])
+    assert exited.value.code == 2 and "invalid choice: 'words'" in capsys.readouterr().err
