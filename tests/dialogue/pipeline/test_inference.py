@@ -153,3 +153,24 @@ def test_a_hand_edited_intents_file_labels_the_logs(encoder, tmp_path):
     assert [c.intent for c in conversations[:3]] == ["card_problem", "card_problem", "weather"]
     assert conversations[3].intent in {"card_problem", "weather"}  # a deleted intent's texts go to a kept one
     assert [i["name"] for i in intents] == ["card_problem", "weather"] and record["inferred"] == 4
+
+
+def test_discovery_clusters_a_sample_of_long_logs_and_assigns_the_rest(encoder, monkeypatch):
+    texts = ["My card was stolen, block it please", "Someone took my credit card from my bag",
+             "I lost my card on the bus", "What will the weather be in Boston tomorrow",
+             "Is it going to rain in Denver this weekend", "Will it be sunny in Seattle on Friday?",
+             "my bank card is gone, I think it was stolen", "how cold will it be in Chicago tonight"]  # fmt: skip
+    logs = [_conversation(str(i), text) for i, text in enumerate(texts)]
+    clustered = []
+    real = __import__("csrl.rewards.discovery", fromlist=["discover_intents"]).discover_intents
+
+    def spy(needs, *args, **kwargs):
+        clustered.extend(needs)
+        return real(needs, *args, **kwargs)
+
+    monkeypatch.setattr("csrl.dialogue.pipeline.inference.MAX_DISCOVERY_CONVERSATIONS", 6)
+    monkeypatch.setattr("csrl.rewards.discovery.discover_intents", spy)
+    conversations, intents, record = infer_intents(_corpus(logs), encoder, intents_file=None, max_intents=4, seed=0)
+    assert len(clustered) == 6 and record["inferred"] == 8 and all(c.intent for c in conversations)
+    assert record["source"].startswith("intent discovery on 6 training conversations")
+    assert {c.intent for c in conversations} <= {i["name"] for i in intents}
