@@ -97,10 +97,11 @@ def reward_encoder(config: RewardConfig) -> TextEncoder:
 
 def check_need_embedding(encoder: TextEncoder, config: RewardConfig) -> None:
     """The heads read need embeddings made one way: an encoder that makes them another way is an error."""
-    if getattr(encoder, "need_embedding", "text") != config.need_embedding:
+    given = getattr(encoder, "need_embedding", "text")  # an encoder without the option embeds the joined text
+    if given != config.need_embedding:
         raise ValueError(
             f"the reward models embed the need as {config.need_embedding!r}, but the encoder given embeds it as "
-            f"{encoder.need_embedding!r}: build the encoder with reward_encoder(config)"
+            f"{given!r}: build the encoder with reward_encoder(config)"
         )
 
 
